@@ -1,0 +1,156 @@
+"""One delivery attempt: the signed body, the HTTP POST, its outcome.
+
+Nothing here touches the database; ``jobs`` decides what to send and records
+what happened.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Optional
+
+import requests
+
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks import __version__, addresses
+
+USER_AGENT = "ckanext-webhooks/" + __version__
+
+_local = threading.local()
+
+
+def _http_session() -> requests.Session:
+    """One pooled session per thread: connections to a receiver are reused."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or netrc from the environment
+        _local.session = session
+    return session
+
+
+def message_body(message_id: str, type_: str, timestamp: str, hook_id: str,
+                 data: dict[str, Any]) -> str:
+    return json.dumps({
+        "id": message_id,
+        "type": type_,
+        "timestamp": timestamp,
+        "hook_id": hook_id,
+        "site_url": tk.config.get("ckan.site_url"),
+        "data": data,
+    }, separators=(",", ":"), default=str)
+
+
+def sign(message_id: str, timestamp: int, body: str,
+         secrets: list[str]) -> str:
+    """The ``webhook-signature`` header: one ``v1,`` signature per secret."""
+    content = f"{message_id}.{timestamp}.{body}".encode()
+    signatures = []
+    for secret in secrets:
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        digest = hmac.new(key, content, hashlib.sha256).digest()
+        signatures.append("v1," + base64.b64encode(digest).decode())
+    return " ".join(signatures)
+
+
+@dataclass
+class Outcome:
+    status: Optional[int]
+    error: Optional[str]
+    duration_ms: int
+    retry_after: Optional[float] = None
+    response_body: bytes = b""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status >= 500 \
+            or self.status in (408, 429)
+
+    @property
+    def client_error(self) -> bool:
+        return self.status is not None and 400 <= self.status < 500 \
+            and not self.retryable
+
+    @property
+    def counts_as_failure(self) -> bool:
+        """Not a success: 3xx (redirects are not followed), 4xx, 5xx, errors."""
+        return not self.succeeded
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(int(value.strip())))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def post_message(address: str, message_id: str, body: str,
+                 secrets: list[str]) -> Outcome:
+    """POST one signed message to ``address`` and say what happened."""
+    timeout = tk.config.get("ckanext.webhooks.timeout")
+    max_bytes = tk.config.get("ckanext.webhooks.max_response_bytes")
+    started = time.monotonic()
+
+    def elapsed() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        addresses.check_delivery_address(address)
+    except addresses.AddressRefused as e:
+        return Outcome(None, str(e), elapsed())
+
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(message_id, timestamp, body, secrets),
+    }
+    try:
+        with _http_session().post(
+                address, data=body.encode(), headers=headers,
+                timeout=(timeout, timeout), allow_redirects=False,
+                stream=True) as response:
+            received = bytearray()
+            deadline = started + timeout
+            for chunk in response.iter_content(4096):
+                received.extend(chunk)
+                if len(received) >= max_bytes or time.monotonic() > deadline:
+                    break
+            return Outcome(
+                response.status_code, None, elapsed(),
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                response_body=bytes(received[:max_bytes]))
+    except requests.Timeout:
+        return Outcome(None, "timeout", elapsed())
+    except requests.ConnectionError as e:
+        return Outcome(None, "connection error: " + _short(e), elapsed())
+    except requests.RequestException as e:
+        return Outcome(None, "request error: " + _short(e), elapsed())
+
+
+def _short(error: Exception) -> str:
+    return str(error)[:300]

@@ -1,0 +1,29 @@
+"""STAND-IN FOR SOLR, for the demo and end-to-end tests only.
+
+CKAN indexes every dataset write into Solr and fails the write when there is
+none. This plugin (``webhooks_demo_nosolr``) makes indexing and search no-ops
+so the demo can run without Solr. Never enable it on a real portal: use the
+operator's Solr there. ckanext-webhooks itself never touches search.
+"""
+import ckan.plugins as p
+from ckan.lib.search import index, query
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+def _no_results(self, *args, **kwargs):
+    return {"results": [], "count": 0, "facets": {}, "search_facets": {}}
+
+
+class NoSolrPlugin(p.SingletonPlugin):
+    p.implements(p.IConfigurable)
+
+    def configure(self, config):
+        for name in ("index_package", "update_dict", "remove_dict",
+                     "insert_dict", "delete_package", "commit", "clear"):
+            setattr(index.PackageSearchIndex, name, _nothing)
+        query.PackageSearchQuery.run = _no_results
+        query.PackageSearchQuery.get_all_entity_ids = \
+            lambda self, max_results=1000: []

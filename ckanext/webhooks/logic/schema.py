@@ -1,0 +1,103 @@
+"""Input schemas of the webhook actions (marshmallow).
+
+``load`` turns marshmallow's errors into CKAN's ``ValidationError`` naming the
+field, so bad input is a 409 through the API, never a 500.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE, RAISE, Schema, ValidationError as SchemaError, fields,
+    pre_load, validate, validates,
+)
+
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks import addresses
+
+TOPICS = (
+    "dataset/create", "dataset/update", "dataset/delete", "dataset/*",
+    "resource/create", "resource/update", "resource/delete", "resource/*",
+)
+
+_ID = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class _Base(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class HookCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    topic = fields.String(required=True)
+    address = fields.String(required=True)
+    dataset = fields.String(load_default=None, allow_none=True,
+                            validate=validate.Length(max=200))
+    organization = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(max=200))
+    group = fields.String(load_default=None, allow_none=True,
+                          validate=validate.Length(max=200))
+    resource = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(max=200))
+
+    @pre_load
+    def _blank_filters_are_none(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in ("dataset", "organization", "group", "resource"):
+                if isinstance(data.get(name), str) and not data[name].strip():
+                    data[name] = None
+        return data
+
+    @validates("topic")
+    def _known_topic(self, value: str, **kwargs: Any) -> None:
+        if value not in TOPICS:
+            raise SchemaError(tk._("Unknown topic; use one of: {0}").format(
+                ", ".join(TOPICS)))
+
+    @validates("address")
+    def _usable_address(self, value: str, **kwargs: Any) -> None:
+        problem = addresses.syntax_problem(value)
+        if problem:
+            raise SchemaError(problem)
+
+
+class HookIdSchema(_Base):
+    id = _ID
+
+
+class DeliveryListSchema(_Base):
+    id = _ID
+    limit = fields.Integer(load_default=20,
+                           validate=validate.Range(min=1, max=100))
+
+
+class RedeliverSchema(_Base):
+    id = _ID
+    delivery_id = fields.String(required=True,
+                                validate=validate.Length(min=1, max=200))
+
+
+class HookListSchema(_Base):
+    limit = fields.Integer(load_default=100,
+                           validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+def load(schema: type[Schema], data_dict: Any) -> dict[str, Any]:
+    """Validated input, or ``tk.ValidationError`` naming each bad field."""
+    if not isinstance(data_dict, dict):
+        raise tk.ValidationError({"__input": [tk._("Expected an object")]})
+    try:
+        return schema().load(data_dict)
+    except SchemaError as e:
+        messages = e.messages if isinstance(e.messages, dict) \
+            else {"__input": e.messages}
+        raise tk.ValidationError({
+            field: [str(m) for m in (msgs if isinstance(msgs, list)
+                                     else [msgs])]
+            for field, msgs in messages.items()})

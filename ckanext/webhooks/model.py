@@ -1,0 +1,140 @@
+"""Tables of the webhooks extension.
+
+Tables exist only through the migrations in ``migration/webhooks``; this module
+maps them. There are no foreign keys to CKAN's core tables: a hook names
+datasets, organizations and users by id only.
+"""
+from __future__ import annotations
+
+import datetime
+import secrets
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, ARRAY
+
+import ckan.plugins.toolkit as tk
+
+STATUS_PENDING = "pending"
+STATUS_ACTIVE = "active"
+STATUS_DISABLED = "disabled"
+
+DELIVERY_PENDING = "pending"
+DELIVERY_SUCCEEDED = "succeeded"
+DELIVERY_FAILED = "failed"
+
+FILTER_NAMES = ("dataset", "organization", "group", "resource")
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC, the way CKAN stores its own timestamps."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def new_hook_id() -> str:
+    # 32 random bytes: 256 bits, URL-safe, 43 characters
+    return secrets.token_urlsafe(32)
+
+
+def new_secret() -> str:
+    import base64
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_message_id() -> str:
+    # Standard Webhooks style; no "." so it cannot break the signed content
+    return "msg_" + uuid.uuid4().hex
+
+
+class Hook(tk.BaseModel):
+    """A subscription: a topic, a callback address and optional filters."""
+
+    __tablename__ = "webhooks_hook"
+
+    id = sa.Column(sa.UnicodeText, primary_key=True, default=new_hook_id)
+    topic = sa.Column(sa.UnicodeText, nullable=False)
+    address = sa.Column(sa.UnicodeText, nullable=False)
+    owner_id = sa.Column(sa.UnicodeText, nullable=True)
+    secret = sa.Column(sa.UnicodeText, nullable=False, default=new_secret)
+    previous_secret = sa.Column(sa.UnicodeText, nullable=True)
+    previous_secret_expires = sa.Column(sa.DateTime, nullable=True)
+    status = sa.Column(sa.UnicodeText, nullable=False, default=STATUS_ACTIVE)
+    status_reason = sa.Column(sa.UnicodeText, nullable=True)
+    filter_dataset = sa.Column(sa.UnicodeText, nullable=True)
+    filter_organization = sa.Column(sa.UnicodeText, nullable=True)
+    filter_group = sa.Column(sa.UnicodeText, nullable=True)
+    filter_resource = sa.Column(sa.UnicodeText, nullable=True)
+    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    client_errors = sa.Column(sa.Integer, nullable=False, default=0)
+    last_success = sa.Column(sa.DateTime, nullable=True)
+    failing_since = sa.Column(sa.DateTime, nullable=True)
+
+    @classmethod
+    def get(cls, hook_id) -> "Hook | None":
+        if not isinstance(hook_id, str) or not hook_id:
+            return None
+        from ckan.model import Session
+        return Session.get(cls, hook_id)
+
+    @property
+    def filters(self) -> dict:
+        return {name: getattr(self, "filter_" + name) for name in FILTER_NAMES}
+
+    def secrets_for_signing(self, now: datetime.datetime) -> list[str]:
+        """The current secret, then the previous one while it is still valid."""
+        keys = [self.secret]
+        if self.previous_secret and self.previous_secret_expires \
+                and self.previous_secret_expires > now:
+            keys.append(self.previous_secret)
+        return keys
+
+
+class Event(tk.BaseModel):
+    """A committed change of a dataset or resource, waiting to be fanned out.
+
+    Written in the same transaction as the change itself (a transactional
+    outbox): it exists exactly when the change committed.
+    """
+
+    __tablename__ = "webhooks_event"
+
+    id = sa.Column(sa.UnicodeText, primary_key=True,
+                   default=lambda: uuid.uuid4().hex)
+    topic = sa.Column(sa.UnicodeText, nullable=False)
+    entity_id = sa.Column(sa.UnicodeText, nullable=False)
+    package_id = sa.Column(sa.UnicodeText, nullable=False)
+    organization_id = sa.Column(sa.UnicodeText, nullable=True)
+    group_ids = sa.Column(ARRAY(sa.UnicodeText), nullable=False, default=list)
+    # private or not active when the event happened
+    restricted = sa.Column(sa.Boolean, nullable=False, default=False)
+    # what a deletion delivers, and what access is judged on once purged
+    snapshot = sa.Column(JSONB, nullable=False, default=dict)
+    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    fanned_out = sa.Column(sa.DateTime, nullable=True)
+
+
+class Delivery(tk.BaseModel):
+    """One message to one hook, with the outcome of its latest attempt."""
+
+    __tablename__ = "webhooks_delivery"
+
+    id = sa.Column(sa.UnicodeText, primary_key=True, default=new_message_id)
+    hook_id = sa.Column(
+        sa.UnicodeText,
+        sa.ForeignKey("webhooks_hook.id", ondelete="CASCADE"),
+        nullable=False)
+    event_id = sa.Column(sa.UnicodeText, nullable=True)
+    type = sa.Column(sa.UnicodeText, nullable=False)
+    # for messages without an event (webhook/ping, webhook/verify)
+    data = sa.Column(JSONB, nullable=True)
+    body = sa.Column(sa.UnicodeText, nullable=True)
+    status = sa.Column(sa.UnicodeText, nullable=False,
+                       default=DELIVERY_PENDING)
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    response_status = sa.Column(sa.Integer, nullable=True)
+    error = sa.Column(sa.UnicodeText, nullable=True)
+    duration_ms = sa.Column(sa.Integer, nullable=True)
+    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    last_attempt = sa.Column(sa.DateTime, nullable=True)
+    next_attempt = sa.Column(sa.DateTime, nullable=True, default=utcnow)
+    lease_until = sa.Column(sa.DateTime, nullable=True)

@@ -1,0 +1,26 @@
+"""Plugin ``webhooks``: wiring only; each concern lives in its own module."""
+import ckan.plugins as p
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks import subscriptions
+
+
+@tk.blanket.actions
+@tk.blanket.auth_functions
+@tk.blanket.blueprints
+@tk.blanket.cli
+@tk.blanket.config_declarations
+class WebhooksPlugin(p.SingletonPlugin):
+    p.implements(p.IConfigurer)
+    p.implements(p.IConfigurable)
+
+    # IConfigurer
+
+    def update_config(self, config):
+        tk.add_template_directory(config, "templates")
+        tk.add_public_directory(config, "public")
+
+    # IConfigurable
+
+    def configure(self, config):
+        subscriptions.listen()

@@ -1,0 +1,252 @@
+"""Turn committed changes of datasets and resources into events.
+
+Changes are read from the SQLAlchemy session while CKAN writes them, and an
+event row is added to the *same* transaction just before it commits (a
+transactional outbox): a change that rolls back leaves no event, and a change
+that commits always leaves one, even if Redis is down at that moment. After
+the commit, one fan-out job per event is enqueued; if that fails the worker's
+sweep enqueues it later.
+
+Nothing here matches hooks or does HTTP: that is the worker's job.
+
+Why the session and not ``tk.signals.action_succeeded`` or the
+``IPackageController``/``IResourceController`` hooks: the signal fires after
+the commit (an event recorded then can be lost between the two), and the
+plugin hooks run sometimes before and sometimes after the commit
+(``after_resource_create`` runs after it, ``after_dataset_update`` inside a
+``resource_create`` before it), and a purge has no hook at all.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import event as sa_event, inspect as sa_inspect
+
+import ckan.model as model
+import ckan.plugins as plugins
+
+from ckanext.webhooks.model import Event
+
+log = logging.getLogger(__name__)
+
+_CHANGES = "webhooks_changes"
+_TO_ENQUEUE = "webhooks_to_enqueue"
+
+# columns whose change alone is bookkeeping, not news
+_DATASET_BOOKKEEPING = {"metadata_modified"}
+_RESOURCE_BOOKKEEPING = {"position", "metadata_modified"}
+
+_PRECEDENCE = {"update": 0, "create": 1, "delete": 2}
+
+
+def _plugin_enabled() -> bool:
+    return plugins.plugin_loaded("webhooks")
+
+
+def _changed_columns(obj: Any) -> set[str]:
+    state = sa_inspect(obj)
+    return {
+        attr.key for attr in state.mapper.column_attrs
+        if state.attrs[attr.key].history.has_changes()
+    }
+
+
+def _previous(obj: Any, column: str) -> Any:
+    """The value of ``column`` before this flush changed it."""
+    history = sa_inspect(obj).attrs[column].history
+    if history.deleted:
+        return history.deleted[0]
+    return getattr(obj, column)
+
+
+def _dataset_snapshot(pkg: model.Package, was_private: bool,
+                      was_state: str) -> dict[str, Any]:
+    return {
+        "id": pkg.id, "name": pkg.name, "title": pkg.title,
+        "type": pkg.type, "owner_org": pkg.owner_org,
+        "private": bool(pkg.private), "state": pkg.state,
+        "was_private": bool(was_private), "was_state": was_state,
+        "creator_user_id": pkg.creator_user_id,
+    }
+
+
+def _note(changes: dict, key: tuple, kind: str, **details: Any) -> None:
+    known = changes.get(key)
+    if known is None:
+        changes[key] = dict(details, kind=kind)
+    elif _PRECEDENCE[kind] > _PRECEDENCE[known["kind"]]:
+        # keep the earliest "before" state, take the stronger kind
+        known.update({k: v for k, v in details.items()
+                      if not k.startswith("was_")}, kind=kind)
+
+
+def _collect_changes(session: Any, flush_context: Any) -> None:
+    """after_flush: note which datasets and resources this flush changed."""
+    if not _plugin_enabled():
+        return
+    changes = session.info.setdefault(_CHANGES, {})
+
+    for obj in session.new:
+        if isinstance(obj, model.Package):
+            _note(changes, ("dataset", obj.id), "create",
+                  snapshot=_dataset_snapshot(obj, obj.private, obj.state))
+        elif isinstance(obj, model.Resource):
+            _note(changes, ("resource", obj.id), "create",
+                  package_id=obj.package_id, name=obj.name)
+
+    for obj in session.dirty:
+        if isinstance(obj, model.Package):
+            columns = _changed_columns(obj)
+            if not columns:
+                continue
+            was_state = _previous(obj, "state")
+            kind = "delete" if (obj.state == "deleted"
+                                and was_state != "deleted") else "update"
+            if obj.state == "deleted" and kind == "update":
+                continue  # edits of an already deleted dataset are not news
+            _note(changes, ("dataset", obj.id), kind,
+                  significant=bool(columns - _DATASET_BOOKKEEPING),
+                  snapshot=_dataset_snapshot(
+                      obj, _previous(obj, "private"), was_state))
+        elif isinstance(obj, model.Resource):
+            columns = _changed_columns(obj)
+            if not columns - _RESOURCE_BOOKKEEPING:
+                continue
+            was_state = _previous(obj, "state")
+            if obj.state == "deleted":
+                if was_state == "deleted":
+                    continue
+                kind = "delete"
+            else:
+                kind = "update"
+            _note(changes, ("resource", obj.id), kind,
+                  package_id=obj.package_id, name=obj.name)
+
+    for obj in session.deleted:
+        # purged: gone from the database
+        if isinstance(obj, model.Package) and obj.state != "deleted":
+            _note(changes, ("dataset", obj.id), "delete",
+                  snapshot=_dataset_snapshot(obj, obj.private, obj.state))
+        elif isinstance(obj, model.Resource) and obj.state != "deleted":
+            _note(changes, ("resource", obj.id), "delete",
+                  package_id=obj.package_id, name=obj.name)
+
+
+def _group_ids_by_dataset(dataset_ids: set[str]) -> dict[str, list[str]]:
+    if not dataset_ids:
+        return {}
+    rows = model.Session.query(model.Member.table_id, model.Member.group_id) \
+        .join(model.Group, model.Group.id == model.Member.group_id) \
+        .filter(model.Member.table_name == "package") \
+        .filter(model.Member.state == "active") \
+        .filter(model.Group.is_organization.is_(False)) \
+        .filter(model.Member.table_id.in_(dataset_ids)).all()
+    groups: dict[str, list[str]] = {}
+    for dataset_id, group_id in rows:
+        groups.setdefault(dataset_id, []).append(group_id)
+    return groups
+
+
+def _events_for(changes: dict) -> list[Event]:
+    datasets = {k[1]: v for k, v in changes.items() if k[0] == "dataset"}
+    resources = {k[1]: v for k, v in changes.items() if k[0] == "resource"}
+
+    # snapshots for datasets touched only through their resources
+    for resource in resources.values():
+        dataset_id = resource["package_id"]
+        if dataset_id in datasets:
+            continue
+        pkg = model.Session.get(model.Package, dataset_id)
+        if pkg is not None:
+            datasets[dataset_id] = {"kind": None, "snapshot": _dataset_snapshot(
+                pkg, pkg.private, pkg.state)}
+    groups = _group_ids_by_dataset(set(datasets))
+    touched_by_resources = {r["package_id"] for r in resources.values()}
+
+    events = []
+    for dataset_id, change in datasets.items():
+        kind = change["kind"]
+        if kind is None:
+            continue
+        if kind == "update" and dataset_id in touched_by_resources \
+                and not change.get("significant"):
+            # the dataset only changed because one of its resources did
+            continue
+        snap = change["snapshot"]
+        if kind == "delete":
+            restricted = snap["was_private"] or snap["was_state"] != "active"
+        else:
+            restricted = snap["private"] or snap["state"] != "active"
+        events.append(Event(
+            topic="dataset/" + kind, entity_id=dataset_id,
+            package_id=dataset_id, organization_id=snap["owner_org"],
+            group_ids=groups.get(dataset_id, []), restricted=restricted,
+            snapshot=snap))
+
+    for resource_id, change in resources.items():
+        dataset = datasets.get(change["package_id"])
+        if dataset is None:
+            continue
+        if dataset["kind"] in ("create", "delete"):
+            continue  # part of the dataset's own event
+        snap = dict(dataset["snapshot"])
+        restricted = snap["private"] or snap["state"] != "active"
+        events.append(Event(
+            topic="resource/" + change["kind"], entity_id=resource_id,
+            package_id=change["package_id"],
+            organization_id=snap["owner_org"],
+            group_ids=groups.get(change["package_id"], []),
+            restricted=restricted,
+            snapshot={"id": resource_id, "package_id": change["package_id"],
+                      "name": change.get("name"), "dataset": snap}))
+    return events
+
+
+def _record_events(session: Any) -> None:
+    """before_commit: add the events of this transaction to it."""
+    if not session.info.get(_CHANGES):
+        return
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    changes = session.info.pop(_CHANGES, None)
+    if not changes or not _plugin_enabled():
+        return
+    events = _events_for(changes)
+    if not events:
+        return
+    session.add_all(events)
+    session.flush()
+    session.info.setdefault(_TO_ENQUEUE, []).extend(e.id for e in events)
+
+
+def _enqueue_committed(session: Any) -> None:
+    """after_commit: the events exist now; hand them to the worker."""
+    session.info.pop(_CHANGES, None)
+    event_ids = session.info.pop(_TO_ENQUEUE, None)
+    if not event_ids:
+        return
+    from ckanext.webhooks import jobs
+    for event_id in event_ids:
+        jobs.enqueue_fan_out(event_id)
+
+
+def _forget(session: Any) -> None:
+    """after_rollback: nothing of this transaction happened."""
+    session.info.pop(_CHANGES, None)
+    session.info.pop(_TO_ENQUEUE, None)
+
+
+_listening = False
+
+
+def listen() -> None:
+    """Attach the session listeners (once per process)."""
+    global _listening
+    if _listening:
+        return
+    sa_event.listen(model.Session, "after_flush", _collect_changes)
+    sa_event.listen(model.Session, "before_commit", _record_events)
+    sa_event.listen(model.Session, "after_commit", _enqueue_committed)
+    sa_event.listen(model.Session, "after_rollback", _forget)
+    _listening = True

@@ -1,0 +1,66 @@
+"""The process behind ``ckan webhooks worker``.
+
+An RQ worker on the webhooks queue that runs jobs in its own process (no fork
+per job: CKAN's forking worker reloads the whole environment for every job),
+runs RQ's scheduler so delayed retries happen, and sweeps the database every
+``ckanext.webhooks.sweep_interval`` seconds for work whose job was lost.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import rq
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from ckan.lib import jobs as ckan_jobs
+
+from ckanext.webhooks import jobs
+
+log = logging.getLogger(__name__)
+
+
+class WebhooksWorker(rq.SimpleWorker):
+
+    def __init__(self, *args, **kwargs):
+        queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
+        super().__init__([queue], *args, connection=queue.connection,
+                         **kwargs)
+        self.sweep_interval = max(1, tk.config.get(
+            "ckanext.webhooks.sweep_interval"))
+        # wake up from waiting on Redis at least once per sweep interval
+        self.dequeue_timeout = self.sweep_interval
+        self._next_sweep = time.monotonic() + self.sweep_interval
+
+    @property
+    def should_run_maintenance_tasks(self):
+        return time.monotonic() >= self._next_sweep or \
+            super().should_run_maintenance_tasks
+
+    def run_maintenance_tasks(self):
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_interval
+            try:
+                jobs.sweep(grace=self.sweep_interval)
+            except Exception:
+                log.exception("webhooks: sweep failed; next in %ss",
+                              self.sweep_interval)
+        if super().should_run_maintenance_tasks:
+            super().run_maintenance_tasks()
+
+    def perform_job(self, *args, **kwargs):
+        try:
+            return super().perform_job(*args, **kwargs)
+        finally:
+            model.Session.remove()
+
+
+def run_worker(burst: bool = False) -> None:
+    """Sweep once for anything left behind, then work the queue."""
+    try:
+        jobs.sweep(grace=0)
+    except Exception:
+        log.exception("webhooks: initial sweep failed")
+    WebhooksWorker().work(burst=burst, with_scheduler=True,
+                          logging_level="INFO")
