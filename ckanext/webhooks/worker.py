@@ -24,14 +24,17 @@ log = logging.getLogger(__name__)
 class WebhooksWorker(rq.SimpleWorker):
 
     def __init__(self, *args, **kwargs):
+        self.sweep_interval = max(1, tk.config.get(
+            "ckanext.webhooks.sweep_interval"))
         queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
         super().__init__([queue], *args, connection=queue.connection,
                          **kwargs)
-        self.sweep_interval = max(1, tk.config.get(
-            "ckanext.webhooks.sweep_interval"))
-        # wake up from waiting on Redis at least once per sweep interval
-        self.dequeue_timeout = self.sweep_interval
         self._next_sweep = time.monotonic() + self.sweep_interval
+
+    @property
+    def dequeue_timeout(self):
+        # wake up from waiting on Redis at least once per sweep interval
+        return max(1, min(self.worker_ttl - 15, self.sweep_interval))
 
     @property
     def should_run_maintenance_tasks(self):

@@ -1,0 +1,68 @@
+"""Fixtures: the webhooks tables, no Solr, a real receiver, a real worker."""
+from __future__ import annotations
+
+import pytest
+
+import ckan.model as model
+from ckan.lib import jobs as ckan_jobs
+from ckan.lib.search import index as search_index, query as search_query
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks.tests.receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+def no_solr(monkeypatch):
+    """There is no Solr here: CKAN's search index becomes a no-op.
+
+    The extension never touches search; only CKAN's own dataset writes do.
+    """
+    for name in ("index_package", "update_dict", "remove_dict",
+                 "insert_dict", "delete_package", "commit"):
+        monkeypatch.setattr(search_index.PackageSearchIndex, name,
+                            lambda *a, **k: None)
+    monkeypatch.setattr(search_query.PackageSearchQuery, "run",
+                        lambda *a, **k: {"results": [], "count": 0,
+                                         "facets": {}, "search_facets": {}})
+
+
+@pytest.fixture
+def webhooks_db(clean_db, migrate_db_for, with_plugins):
+    migrate_db_for("webhooks")
+    yield
+
+
+@pytest.fixture
+def clean_webhooks_queue():
+    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
+    queue.empty()
+    from rq.registry import ScheduledJobRegistry
+    registry = ScheduledJobRegistry(queue=queue)
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id, delete_job=True)
+    yield queue
+    queue.empty()
+
+
+@pytest.fixture
+def webhooks(webhooks_db, clean_webhooks_queue):
+    """Everything a webhooks test needs: tables, plugin, empty queue."""
+    yield
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def run_jobs():
+    """Run the real worker in burst mode until the queue is empty."""
+    from ckanext.webhooks.worker import run_worker
+
+    def run():
+        run_worker(burst=True)
+        model.Session.remove()
+    return run

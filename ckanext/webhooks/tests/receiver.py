@@ -1,0 +1,110 @@
+"""A real HTTP receiver on loopback for the tests.
+
+It records every request it gets and answers from a script of responses
+(status, body, headers), by default 204.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+from standardwebhooks import Webhook
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict
+    body: bytes
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def verify(self, secret: str) -> dict:
+        """Check the signature as a receiver would, with the library."""
+        return Webhook(secret).verify(self.body, self.headers)
+
+
+@dataclass
+class Answer:
+    status: int = 204
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._answers: dict[str, list[Answer]] = {}
+        self._default: dict[str, Callable[[Received], Answer]] = {}
+        self._lock = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                got = Received(self.path, {k.lower(): v for k, v in
+                                           self.headers.items()},
+                               self.rfile.read(length))
+                answer = receiver._answer_for(got)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                self.send_response(answer.status)
+                for key, value in answer.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+                with receiver._lock:
+                    receiver.requests.append(got)
+                    receiver._lock.notify_all()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return "http://127.0.0.1:{}{}".format(self.server.server_port, path)
+
+    def answer(self, path: str, *answers: Answer) -> None:
+        """Answer the next requests on ``path`` with these, in order."""
+        self._answers.setdefault(path, []).extend(answers)
+
+    def always(self, path: str, make: Callable[[Received], Answer]) -> None:
+        self._default[path] = make
+
+    def _answer_for(self, got: Received) -> Answer:
+        path = got.path
+        if self._answers.get(path):
+            return self._answers[path].pop(0)
+        if path in self._default:
+            return self._default[path](got)
+        return Answer()
+
+    def on(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    def wait_for(self, count: int, path: Optional[str] = None,
+                 timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                got = self.on(path) if path else list(self.requests)
+                if len(got) >= count or time.monotonic() > deadline:
+                    return got
+                self._lock.wait(0.05)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
