@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from typing import NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 import ckan.plugins.toolkit as tk
 
@@ -64,7 +65,7 @@ def refusal(address: str, unresolvable_ok: bool) -> str | None:
     host = (parts.hostname or "").rstrip(".")
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return tk._("Address must not point to a private or local network")
+        return _PRIVATE()
     try:
         ips = _resolve(host, port)
     except (socket.gaierror, UnicodeError, OSError):
@@ -74,13 +75,53 @@ def refusal(address: str, unresolvable_ok: bool) -> str | None:
     for raw in ips:
         ip = ipaddress.ip_address(raw.split("%", 1)[0])
         if not _is_public(ip):
-            return tk._(
-                "Address must not point to a private or local network")
+            return _PRIVATE()
     return None
 
 
-def check_delivery_address(address: str) -> None:
-    """Raise AddressRefused when a delivery to ``address`` must not happen."""
-    problem = syntax_problem(address) or refusal(address, False)
+class Pinned(NamedTuple):
+    """Where one attempt really connects: a vetted IP, and the original name."""
+    url: str           # the address with its host replaced by the IP
+    host_header: str   # what the receiver sees as Host
+    hostname: str      # the name TLS verifies the certificate against
+
+
+def pin(address: str) -> Pinned:
+    """Resolve ``address`` once and vet the IP it will connect to.
+
+    The attempt then connects to exactly that IP, so a name that resolves to
+    a public IP at the check and a private one a moment later (DNS
+    rebinding) cannot slip through. Raises AddressRefused.
+    """
+    problem = syntax_problem(address)
     if problem:
         raise AddressRefused(problem)
+    parts = urlsplit(address)
+    scheme = parts.scheme.lower()
+    hostname = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    if not tk.config.get("ckanext.webhooks.allow_private_addresses") and (
+            hostname.rstrip(".").lower() == "localhost"
+            or hostname.rstrip(".").lower().endswith(".localhost")):
+        raise AddressRefused(_PRIVATE())
+    try:
+        ips = _resolve(hostname, port)
+    except (socket.gaierror, UnicodeError, OSError):
+        raise AddressRefused(tk._("Address host could not be resolved"))
+    if not tk.config.get("ckanext.webhooks.allow_private_addresses"):
+        for raw in ips:
+            if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
+                raise AddressRefused(_PRIVATE())
+    ip = ips[0]
+    ip_host = "[{}]".format(ip) if ":" in ip else ip
+    netloc = "{}:{}".format(ip_host, port)
+    default_port = (scheme == "https" and port == 443) or (
+        scheme == "http" and port == 80)
+    host_header = hostname if default_port else "{}:{}".format(
+        "[{}]".format(hostname) if ":" in hostname else hostname, port)
+    url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    return Pinned(url, host_header, hostname)
+
+
+def _PRIVATE() -> str:
+    return tk._("Address must not point to a private or local network")

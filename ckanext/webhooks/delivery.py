@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
 import requests
+import requests.adapters
 
 import ckan.plugins.toolkit as tk
 
@@ -26,12 +27,36 @@ USER_AGENT = "ckanext-webhooks/" + __version__
 _local = threading.local()
 
 
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Connects to the vetted IP in the URL, verifies TLS for the real name.
+
+    The name travels in the ``X-Webhooks-TLS-Name`` pseudo-header, which is
+    removed before the request is sent.
+    """
+
+    def build_connection_pool_key_attributes(self, request, verify,
+                                             cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert)
+        name = request.headers.pop(_TLS_NAME, None)
+        if name and host_params.get("scheme") == "https":
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+
+_TLS_NAME = "X-Webhooks-TLS-Name"
+
+
 def _http_session() -> requests.Session:
     """One pooled session per thread: connections to a receiver are reused."""
     session = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
         session.trust_env = False  # no proxies or netrc from the environment
+        adapter = _PinnedAdapter(pool_connections=32, pool_maxsize=4)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         _local.session = session
     return session
 
@@ -117,12 +142,14 @@ def post_message(address: str, message_id: str, body: str,
         return int((time.monotonic() - started) * 1000)
 
     try:
-        addresses.check_delivery_address(address)
+        pinned = addresses.pin(address)
     except addresses.AddressRefused as e:
-        return Outcome(None, str(e), elapsed())
+        return Outcome(None, "refused: " + str(e), elapsed())
 
     timestamp = int(time.time())
     headers = {
+        "Host": pinned.host_header,
+        _TLS_NAME: pinned.hostname,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": message_id,
@@ -131,7 +158,7 @@ def post_message(address: str, message_id: str, body: str,
     }
     try:
         with _http_session().post(
-                address, data=body.encode(), headers=headers,
+                pinned.url, data=body.encode(), headers=headers,
                 timeout=(timeout, timeout), allow_redirects=False,
                 stream=True) as response:
             received = bytearray()

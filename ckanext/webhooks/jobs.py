@@ -8,7 +8,6 @@ never send the same attempt twice.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.lib import jobs as ckan_jobs
 
-from ckanext.webhooks import access, delivery
+from ckanext.webhooks import access, delivery, verification
 from ckanext.webhooks.model import (
     Delivery, Event, Hook, utcnow,
     DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED,
@@ -253,16 +252,8 @@ def _finish(message: Delivery, status: str, **values: Any) -> None:
 
 def _challenge_answered(message: Delivery, outcome: delivery.Outcome) -> bool:
     challenge = (message.data or {}).get("challenge")
-    text = outcome.response_body.decode("utf-8", "replace").strip()
-    if not challenge:
-        return False
-    if text == challenge:
-        return True
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and answer.get("challenge") == challenge
+    return bool(challenge) and verification.answered(
+        challenge, message.hook_id, outcome.response_body)
 
 
 def _retry_delay(attempts: int, outcome: delivery.Outcome,

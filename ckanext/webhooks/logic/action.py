@@ -5,12 +5,11 @@ import datetime
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from itsdangerous import URLSafeTimedSerializer
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from ckanext.webhooks import addresses, jobs
+from ckanext.webhooks import addresses, jobs, limits, verification
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.model import (
     Delivery, Hook, new_secret, utcnow,
@@ -129,13 +128,6 @@ def _resolve_filters(data: dict[str, Any],
     return resolved
 
 
-def _challenge_token(hook_id: str) -> str:
-    serializer = URLSafeTimedSerializer(
-        tk.config.get("SECRET_KEY") or tk.config.get("beaker.session.secret")
-        or "ckanext-webhooks", salt="ckanext-webhooks-verify")
-    return serializer.dumps(hook_id)
-
-
 def _new_message(hook: Hook, type_: str, data: dict[str, Any]) -> Delivery:
     message = Delivery(hook_id=hook.id, type=type_, data=data,
                        status=DELIVERY_PENDING, attempts=0)
@@ -173,6 +165,9 @@ def webhook_create(context, data_dict) -> str:
         raise tk.ValidationError({"address": [refusal]})
     user = _caller(context)
     filters = _resolve_filters(data, user)
+    limits.check_address_cap(data["address"])
+    if user is None:
+        limits.check_anonymous_rate(limits.client_address())
 
     verify = tk.config.get("ckanext.webhooks.verify_intent")
     hook = Hook(
@@ -190,7 +185,7 @@ def webhook_create(context, data_dict) -> str:
     message = None
     if verify:
         message = _new_message(hook, jobs.TYPE_VERIFY,
-                               {"challenge": _challenge_token(hook.id)})
+                               {"challenge": verification.challenge_for(hook.id)})
     if not context.get("defer_commit"):
         model.Session.commit()
     if message is not None:

@@ -1,0 +1,33 @@
+"""The webhooks tables come and go only through the plugin's migrations."""
+import pytest
+import sqlalchemy as sa
+
+import ckan.model as model
+
+TABLES = {"webhooks_hook", "webhooks_event", "webhooks_delivery"}
+
+
+def _webhooks_tables() -> set[str]:
+    model.Session.remove()
+    names = sa.inspect(model.meta.engine).get_table_names()
+    return {name for name in names if name.startswith("webhooks_")}
+
+
+@pytest.mark.usefixtures("clean_db", "with_plugins")
+def test_upgrade_creates_tables_and_downgrade_drops_them(migrate_db_for):
+    migrate_db_for("webhooks")
+    assert TABLES <= _webhooks_tables()
+    try:
+        migrate_db_for("webhooks", "base", False)
+        assert _webhooks_tables() & TABLES == set()
+    finally:
+        # leave the database as every other test expects it
+        migrate_db_for("webhooks")
+    assert TABLES <= _webhooks_tables()
+
+
+@pytest.mark.usefixtures("clean_db", "with_plugins")
+def test_upgrade_twice_is_harmless(migrate_db_for):
+    migrate_db_for("webhooks")
+    migrate_db_for("webhooks")
+    assert TABLES <= _webhooks_tables()
