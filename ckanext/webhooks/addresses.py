@@ -93,25 +93,29 @@ def pin(address: str) -> Pinned:
     a public IP at the check and a private one a moment later (DNS
     rebinding) cannot slip through. Raises AddressRefused.
     """
-    problem = syntax_problem(address)
-    if problem:
-        raise AddressRefused(problem)
-    parts = urlsplit(address)
+    # runs in sender threads without a Flask app: messages stay untranslated
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:
+        raise AddressRefused("not a valid URL")
     scheme = parts.scheme.lower()
     hostname = parts.hostname or ""
-    port = parts.port or (443 if scheme == "https" else 80)
+    if scheme not in ("http", "https") or not hostname:
+        raise AddressRefused("not an http(s) URL with a host")
+    port = port or (443 if scheme == "https" else 80)
     if not tk.config.get("ckanext.webhooks.allow_private_addresses") and (
             hostname.rstrip(".").lower() == "localhost"
             or hostname.rstrip(".").lower().endswith(".localhost")):
-        raise AddressRefused(_PRIVATE())
+        raise AddressRefused(_PRIVATE_EN)
     try:
         ips = _resolve(hostname, port)
     except (socket.gaierror, UnicodeError, OSError):
-        raise AddressRefused(tk._("Address host could not be resolved"))
+        raise AddressRefused("host could not be resolved")
     if not tk.config.get("ckanext.webhooks.allow_private_addresses"):
         for raw in ips:
             if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
-                raise AddressRefused(_PRIVATE())
+                raise AddressRefused(_PRIVATE_EN)
     ip = ips[0]
     ip_host = "[{}]".format(ip) if ":" in ip else ip
     netloc = "{}:{}".format(ip_host, port)
@@ -121,6 +125,9 @@ def pin(address: str) -> Pinned:
         "[{}]".format(hostname) if ":" in hostname else hostname, port)
     url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
     return Pinned(url, host_header, hostname)
+
+
+_PRIVATE_EN = "private or local network address"
 
 
 def _PRIVATE() -> str:

@@ -7,6 +7,9 @@ import click
 
 import ckan.plugins.toolkit as tk
 
+# the blanket registers what __all__ names (click groups are not functions)
+__all__ = ["webhooks"]
+
 
 @click.group(short_help="Webhooks: run the delivery worker, inspect hooks")
 def webhooks():

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 TYPE_PING = "webhook/ping"
 TYPE_VERIFY = "webhook/verify"
 
-# how many messages one job claims at a time
-CLAIM_BATCH = 500
-# seconds added to the attempt timeout before another worker may take over
-LEASE_MARGIN = 30
+# a job claims this many rounds of `concurrency` messages at a time, so a
+# claim's lease (all rounds at the worst-case attempt time) stays short
+ROUNDS_PER_CLAIM = 2
+# seconds added to a claim's lease for building bodies and recording outcomes
+LEASE_MARGIN = 5
 # at most this many ids travel in one delivery job
 IDS_PER_JOB = 200
 
@@ -142,17 +143,28 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.replace(microsecond=0).isoformat() + "Z"
 
 
+def _claim_size() -> int:
+    return ROUNDS_PER_CLAIM * max(
+        1, tk.config.get("ckanext.webhooks.concurrency"))
+
+
 def _claim(condition: Any) -> list[Delivery]:
-    """Lease due messages matching ``condition`` and count their attempt."""
+    """Lease due messages matching ``condition`` and count their attempt.
+
+    Until the lease ends no other worker takes them; a worker that dies
+    mid-attempt leaves them to the sweep once it has ended.
+    """
     now = utcnow()
+    # an attempt takes at most about twice the timeout (connect, then read)
+    attempt = 2 * tk.config.get("ckanext.webhooks.timeout")
     lease = now + datetime.timedelta(
-        seconds=tk.config.get("ckanext.webhooks.timeout") + LEASE_MARGIN)
+        seconds=ROUNDS_PER_CLAIM * attempt + LEASE_MARGIN)
     due = sa.select(Delivery.id).where(
         condition,
         Delivery.status == DELIVERY_PENDING,
         Delivery.next_attempt <= now + datetime.timedelta(seconds=1),
         sa.or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-    ).order_by(Delivery.created).limit(CLAIM_BATCH) \
+    ).order_by(Delivery.created).limit(_claim_size()) \
         .with_for_update(skip_locked=True)
     claimed = model.Session.execute(
         sa.update(Delivery)
@@ -229,18 +241,33 @@ def _plans(messages: list[Delivery]) -> list[_Plan]:
     return plans
 
 
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_size = 0
+
+
+def _sender_pool(size: int) -> ThreadPoolExecutor:
+    """Long-lived sender threads: each keeps its connections to receivers."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size != size:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = ThreadPoolExecutor(max_workers=size,
+                                   thread_name_prefix="webhooks-send")
+        _pool_size = size
+    return _pool
+
+
 def _send_all(plans: list[_Plan]) -> None:
     def send(plan: _Plan) -> None:
         plan.outcome = delivery.post_message(
             plan.hook.address, plan.message.id, plan.body, plan.secrets)
 
-    workers = min(tk.config.get("ckanext.webhooks.concurrency"), len(plans))
-    if workers <= 1:
+    size = max(1, tk.config.get("ckanext.webhooks.concurrency"))
+    if size == 1 or len(plans) == 1:
         for plan in plans:
             send(plan)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(send, plans))
+    list(_sender_pool(size).map(send, plans))
 
 
 def _finish(message: Delivery, status: str, **values: Any) -> None:
@@ -332,7 +359,7 @@ def _deliver_due(condition: Any) -> None:
             _send_all(plans)
             for delay, ids in _record(plans).items():
                 enqueue_delivery(ids, delay)
-            if len(messages) < CLAIM_BATCH:
+            if len(messages) < _claim_size():
                 return
     finally:
         model.Session.remove()

@@ -21,9 +21,13 @@ def no_solr(monkeypatch):
                  "insert_dict", "delete_package", "commit"):
         monkeypatch.setattr(search_index.PackageSearchIndex, name,
                             lambda *a, **k: None)
-    monkeypatch.setattr(search_query.PackageSearchQuery, "run",
-                        lambda *a, **k: {"results": [], "count": 0,
-                                         "facets": {}, "search_facets": {}})
+
+    def no_results(query, *args, **kwargs):
+        # package_search (used by organization_show/group_show) reads these
+        query.count, query.results, query.facets = 0, [], {}
+        return {"results": [], "count": 0, "facets": {},
+                "search_facets": {}}
+    monkeypatch.setattr(search_query.PackageSearchQuery, "run", no_results)
 
 
 @pytest.fixture
@@ -66,3 +70,24 @@ def run_jobs():
         run_worker(burst=True)
         model.Session.remove()
     return run
+
+
+@pytest.fixture
+def forget_creation_rates():
+    """Forget the anonymous creation counts kept in Redis by earlier tests."""
+    from ckan.lib.redis import connect_to_redis
+    conn = connect_to_redis()
+    pattern = "ckanext-webhooks:{}:creations:*".format(
+        tk.config.get("ckan.site_id"))
+
+    def forget():
+        for key in conn.scan_iter(pattern):
+            conn.delete(key)
+    forget()
+    yield
+    forget()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "ckan_config(key, value): override a CKAN config option")

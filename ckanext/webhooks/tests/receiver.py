@@ -41,6 +41,8 @@ class Answer:
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        # every request as soon as it arrived, before it was answered
+        self.arrived: list[Received] = []
         self._answers: dict[str, list[Answer]] = {}
         self._default: dict[str, Callable[[Received], Answer]] = {}
         self._lock = threading.Condition()
@@ -52,6 +54,9 @@ class Receiver:
                 got = Received(self.path, {k.lower(): v for k, v in
                                            self.headers.items()},
                                self.rfile.read(length))
+                with receiver._lock:
+                    receiver.arrived.append(got)
+                    receiver._lock.notify_all()
                 answer = receiver._answer_for(got)
                 if answer.delay:
                     time.sleep(answer.delay)
@@ -96,11 +101,14 @@ class Receiver:
         return [r for r in self.requests if r.path == path]
 
     def wait_for(self, count: int, path: Optional[str] = None,
-                 timeout: float = 10.0) -> list[Received]:
+                 timeout: float = 10.0, arrived: bool = False
+                 ) -> list[Received]:
+        """Wait until ``count`` requests were answered (or just arrived)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                got = self.on(path) if path else list(self.requests)
+                pool = self.arrived if arrived else self.requests
+                got = [r for r in pool if path is None or r.path == path]
                 if len(got) >= count or time.monotonic() > deadline:
                     return got
                 self._lock.wait(0.05)

@@ -1,0 +1,490 @@
+"""Which CKAN changes become which deliveries, and which never leave CKAN."""
+import pytest
+
+import ckan.model as model
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks.model import Delivery, Event
+
+TOPICS = ("dataset/create", "dataset/update", "dataset/delete",
+          "resource/create", "resource/update", "resource/delete",
+          "dataset/*", "resource/*")
+
+
+def anonymous() -> dict:
+    return {"user": "", "ignore_auth": False}
+
+
+@pytest.fixture
+def hooks(webhooks, receiver):
+    """One anonymous hook per topic, each on its own receiver path."""
+    made = {}
+    for topic in TOPICS:
+        path = "/" + topic.replace("/", "-").replace("*", "all")
+        hook_id = helpers.call_action("webhook_create", context=anonymous(),
+                                      topic=topic, address=receiver.url(path))
+        secret = helpers.call_action("webhook_show", context=anonymous(),
+                                     id=hook_id)["secret"]
+        made[topic] = {"id": hook_id, "path": path, "secret": secret}
+    return made
+
+
+class Deliveries:
+    """What each topic's hook received, after a public marker arrived.
+
+    The marker (a new public dataset) is created last; once it has reached
+    the ``dataset/create`` and ``dataset/*`` hooks, everything queued before
+    it has been delivered too, so an absence is real and not slowness.
+    """
+
+    def __init__(self, receiver, hooks):
+        self.receiver, self.hooks = receiver, hooks
+
+    def settle(self, run_jobs) -> dict:
+        marker = factories.Dataset()
+        run_jobs()
+        for topic in ("dataset/create", "dataset/*"):
+            path = self.hooks[topic]["path"]
+            got = self.receiver.wait_for(1, path)
+            assert any(r.json["data"].get("id") == marker["id"]
+                       for r in got), "marker never arrived on " + path
+        self.marker_id = marker["id"]
+        return self.received()
+
+    def received(self) -> dict:
+        """(type, entity id) pairs per topic, without the marker."""
+        result = {}
+        for topic, hook in self.hooks.items():
+            pairs = []
+            for request in self.receiver.on(hook["path"]):
+                payload = request.verify(hook["secret"])
+                entity = payload["data"].get("id")
+                if entity == getattr(self, "marker_id", None):
+                    continue
+                pairs.append((payload["type"], entity))
+            result[topic] = pairs
+        return result
+
+    def payloads(self, topic: str) -> list[dict]:
+        hook = self.hooks[topic]
+        return [r.verify(hook["secret"])
+                for r in self.receiver.on(hook["path"])]
+
+
+@pytest.fixture
+def deliveries(receiver, hooks):
+    return Deliveries(receiver, hooks)
+
+
+def expect(**by_topic) -> dict:
+    """Every topic receives nothing unless said otherwise."""
+    wanted = {topic: [] for topic in TOPICS}
+    for key, pairs in by_topic.items():
+        wanted[key.replace("_all", "/*").replace("_", "/")] = pairs
+    return wanted
+
+
+def test_package_create_fires_dataset_create(deliveries, run_jobs):
+    dataset = factories.Dataset()
+    got = deliveries.settle(run_jobs)
+    event = ("dataset/create", dataset["id"])
+    assert got == expect(dataset_create=[event], dataset_all=[event])
+
+
+def test_package_create_with_resources_fires_only_dataset_create(
+        deliveries, run_jobs):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a"},
+                                           {"url": "http://example.com/b"}])
+    got = deliveries.settle(run_jobs)
+    event = ("dataset/create", dataset["id"])
+    assert got == expect(dataset_create=[event], dataset_all=[event])
+
+
+@pytest.mark.parametrize("action", ["package_update", "package_patch"])
+def test_package_update_and_patch_fire_dataset_update(
+        deliveries, run_jobs, action):
+    dataset = factories.Dataset()
+    run_jobs()
+    data = dict(dataset, title="A new title") if action == "package_update" \
+        else {"id": dataset["id"], "title": "A new title"}
+    helpers.call_action(action, **data)
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    updated = ("dataset/update", dataset["id"])
+    assert got == expect(dataset_create=[created], dataset_update=[updated],
+                         dataset_all=[created, updated])
+    update = [p for p in deliveries.payloads("dataset/update")]
+    assert update[0]["data"]["title"] == "A new title"
+
+
+def test_package_delete_fires_dataset_delete(deliveries, run_jobs):
+    dataset = factories.Dataset()
+    run_jobs()
+    helpers.call_action("package_delete", id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    deleted = ("dataset/delete", dataset["id"])
+    assert got == expect(dataset_create=[created], dataset_delete=[deleted],
+                         dataset_all=[created, deleted])
+    data = deliveries.payloads("dataset/delete")[0]["data"]
+    assert data["id"] == dataset["id"]
+    assert data["name"] == dataset["name"]
+
+
+def test_dataset_purge_of_an_active_dataset_fires_dataset_delete(
+        deliveries, run_jobs):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a"}])
+    run_jobs()
+    helpers.call_action("dataset_purge", id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    deleted = ("dataset/delete", dataset["id"])
+    assert got == expect(dataset_create=[created], dataset_delete=[deleted],
+                         dataset_all=[created, deleted])
+    data = deliveries.payloads("dataset/delete")[0]["data"]
+    assert (data["id"], data["name"]) == (dataset["id"], dataset["name"])
+
+
+def test_purge_of_an_already_deleted_dataset_fires_no_second_delete(
+        deliveries, run_jobs):
+    dataset = factories.Dataset()
+    helpers.call_action("package_delete", id=dataset["id"])
+    run_jobs()
+    helpers.call_action("dataset_purge", id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    assert got["dataset/delete"] == [("dataset/delete", dataset["id"])]
+
+
+def test_resource_create_fires_resource_create_and_not_dataset_update(
+        deliveries, run_jobs):
+    dataset = factories.Dataset()
+    run_jobs()
+    resource = factories.Resource(package_id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    added = ("resource/create", resource["id"])
+    assert got == expect(dataset_create=[created], dataset_all=[created],
+                         resource_create=[added], resource_all=[added])
+    data = deliveries.payloads("resource/create")[0]["data"]
+    assert data["id"] == resource["id"]
+    assert data["package_id"] == dataset["id"]
+    assert data["url"] == resource["url"]
+
+
+@pytest.mark.parametrize("action", ["resource_update", "resource_patch"])
+def test_resource_update_and_patch_fire_resource_update(
+        deliveries, run_jobs, action):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a",
+                                            "name": "before"}])
+    resource = dataset["resources"][0]
+    run_jobs()
+    data = dict(resource, name="after") if action == "resource_update" \
+        else {"id": resource["id"], "name": "after"}
+    helpers.call_action(action, **data)
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    updated = ("resource/update", resource["id"])
+    assert got == expect(dataset_create=[created], dataset_all=[created],
+                         resource_update=[updated], resource_all=[updated])
+    assert deliveries.payloads("resource/update")[0]["data"]["name"] == \
+        "after"
+
+
+def test_resource_delete_fires_resource_delete_with_id_and_package_id(
+        deliveries, run_jobs):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a"},
+                                           {"url": "http://example.com/b"}])
+    resource = dataset["resources"][0]
+    run_jobs()
+    helpers.call_action("resource_delete", id=resource["id"])
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    deleted = ("resource/delete", resource["id"])
+    assert got == expect(dataset_create=[created], dataset_all=[created],
+                         resource_delete=[deleted], resource_all=[deleted])
+    data = deliveries.payloads("resource/delete")[0]["data"]
+    assert data["id"] == resource["id"]
+    assert data["package_id"] == dataset["id"]
+
+
+def test_resource_events_carry_the_resource_on_every_topic(
+        deliveries, run_jobs):
+    dataset = factories.Dataset()
+    resource = factories.Resource(package_id=dataset["id"])
+    helpers.call_action("resource_patch", id=resource["id"], name="renamed")
+    helpers.call_action("resource_delete", id=resource["id"])
+    got = deliveries.settle(run_jobs)
+    assert got["resource/*"] == [("resource/create", resource["id"]),
+                                 ("resource/update", resource["id"]),
+                                 ("resource/delete", resource["id"])]
+    for payload in deliveries.payloads("resource/*"):
+        assert payload["data"]["package_id"] == dataset["id"]
+
+
+# --- transactions -------------------------------------------------------------
+
+def _event_count() -> int:
+    return model.Session.query(Event).count()
+
+
+def test_rolled_back_change_leaves_no_event_and_no_delivery(
+        deliveries, run_jobs):
+    model.Session.remove()
+    before = _event_count()
+    context = {"user": helpers.call_action("get_site_user")["name"],
+               "defer_commit": True}
+    helpers.call_action("package_create", context=context,
+                        name="never-committed")
+    model.Session.rollback()
+    model.Session.remove()
+    assert model.Package.get("never-committed") is None
+    assert _event_count() == before
+    got = deliveries.settle(run_jobs)
+    assert got == expect()
+    model.Session.remove()
+    # only the marker's event, and only its deliveries
+    assert [e.entity_id for e in model.Session.query(Event)] == [
+        deliveries.marker_id]
+    assert model.Session.query(Delivery).join(
+        Event, Event.id == Delivery.event_id).filter(
+        Event.entity_id != deliveries.marker_id).count() == 0
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_committed_change_leaves_an_event_row_before_any_worker_runs():
+    dataset = factories.Dataset()
+    model.Session.remove()
+    events = model.Session.query(Event).filter(
+        Event.entity_id == dataset["id"]).all()
+    assert [e.topic for e in events] == ["dataset/create"]
+
+
+def test_dataset_created_and_deleted_before_the_worker_runs_yields_both(
+        deliveries, run_jobs):
+    dataset = factories.Dataset()
+    helpers.call_action("package_delete", id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    created = ("dataset/create", dataset["id"])
+    deleted = ("dataset/delete", dataset["id"])
+    assert got["dataset/*"] == [created, deleted]
+    assert got["dataset/create"] == [created]
+    assert got["dataset/delete"] == [deleted]
+    data = deliveries.payloads("dataset/create")[0]["data"]
+    assert data["id"] == dataset["id"]
+    assert data["name"] == dataset["name"]
+
+
+def test_dataset_created_and_purged_before_the_worker_runs_yields_both(
+        deliveries, run_jobs):
+    dataset = factories.Dataset()
+    helpers.call_action("dataset_purge", id=dataset["id"])
+    got = deliveries.settle(run_jobs)
+    assert got["dataset/*"] == [("dataset/create", dataset["id"]),
+                                ("dataset/delete", dataset["id"])]
+    for payload in deliveries.payloads("dataset/*")[:2]:
+        assert payload["data"]["name"] == dataset["name"]
+
+
+# --- no leaks -------------------------------------------------------------------
+
+def test_private_and_draft_datasets_never_reach_an_anonymous_hook(
+        deliveries, run_jobs):
+    org = factories.Organization()
+    private = factories.Dataset(owner_org=org["id"], private=True,
+                                resources=[{"url": "http://example.com/p"}])
+    helpers.call_action("package_patch", id=private["id"], title="Changed")
+    resource = factories.Resource(package_id=private["id"])
+    helpers.call_action("resource_patch", id=resource["id"], name="secret")
+    helpers.call_action("resource_delete", id=resource["id"])
+    helpers.call_action("package_delete", id=private["id"])
+    assert private["private"] is True
+    draft = factories.Dataset(state="draft")
+    assert draft["state"] == "draft"
+    helpers.call_action("package_patch", id=draft["id"], title="Still draft")
+    helpers.call_action("package_delete", id=draft["id"])
+    got = deliveries.settle(run_jobs)
+    assert got == expect()
+    assert model.Session.query(Event).count() > 0, \
+        "the changes were recorded; they were just not delivered"
+
+
+def test_dataset_made_private_is_not_delivered_to_an_anonymous_hook(
+        deliveries, run_jobs):
+    org = factories.Organization()
+    dataset = factories.Dataset(owner_org=org["id"], private=False)
+    run_jobs()
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"], title="Hidden")
+    got = deliveries.settle(run_jobs)
+    assert got["dataset/update"] == []
+    assert got["dataset/*"] == [("dataset/create", dataset["id"])]
+
+
+def _user_hook(receiver, user, path, topic="dataset/*"):
+    hook_id = helpers.call_action(
+        "webhook_create", context={"user": user["name"], "ignore_auth": False},
+        topic=topic, address=receiver.url(path))
+    return hook_id, helpers.call_action("webhook_show", id=hook_id)["secret"]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_private_dataset_reaches_its_member_and_not_an_outsider(
+        receiver, run_jobs):
+    member, outsider = factories.User(), factories.User()
+    org = factories.Organization(
+        users=[{"name": member["name"], "capacity": "member"}])
+    _, member_secret = _user_hook(receiver, member, "/member")
+    _, outsider_secret = _user_hook(receiver, outsider, "/outsider")
+    private = factories.Dataset(owner_org=org["id"], private=True)
+    marker = factories.Dataset()
+    run_jobs()
+    got = receiver.wait_for(2, "/member")
+    assert sorted(r.verify(member_secret)["data"]["id"] for r in got) == \
+        sorted([private["id"], marker["id"]])
+    got = receiver.wait_for(1, "/outsider")
+    assert [r.verify(outsider_secret)["data"]["id"] for r in got] == [
+        marker["id"]]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_private_dataset_is_not_delivered_to_a_member_removed_before_delivery(
+        receiver, run_jobs):
+    member = factories.User()
+    org = factories.Organization(
+        users=[{"name": member["name"], "capacity": "member"}])
+    _, secret = _user_hook(receiver, member, "/member")
+    private = factories.Dataset(owner_org=org["id"], private=True)
+    site_user = helpers.call_action("get_site_user")["name"]
+    helpers.call_action("organization_member_delete",
+                        context={"user": site_user}, id=org["id"],
+                        username=member["name"])
+    marker = factories.Dataset()
+    run_jobs()
+    got = receiver.wait_for(1, "/member")
+    assert [r.verify(secret)["data"]["id"] for r in got] == [marker["id"]]
+    assert private["id"] not in [r.json["data"]["id"] for r in got]
+
+
+_MISSED_RELATED_ROWS = pytest.mark.xfail(strict=True, reason=(
+    "BUG: subscriptions._collect_changes only notices changed columns of the "
+    "package row; CKAN 2.11 package_update bumps metadata_modified with a "
+    "bulk UPDATE (not through the ORM), so a change that touches only "
+    "related rows (tags, extras, group memberships) records no event"))
+
+
+@pytest.mark.parametrize("change, seen", [
+    pytest.param({"notes": "Changed notes"},
+                 lambda data: data["notes"] == "Changed notes", id="notes"),
+    pytest.param({"license_id": "cc-by"},
+                 lambda data: data["license_id"] == "cc-by", id="license"),
+    pytest.param({"tags": [{"name": "fresh-tag"}]},
+                 lambda data: [t["name"] for t in data["tags"]] == [
+                     "fresh-tag"], id="tags", marks=_MISSED_RELATED_ROWS),
+    pytest.param({"extras": [{"key": "colour", "value": "red"}]},
+                 lambda data: {"key": "colour", "value": "red"} in
+                 data["extras"], id="extras", marks=_MISSED_RELATED_ROWS),
+    pytest.param("group",
+                 lambda data: len(data["groups"]) == 1, id="groups",
+                 marks=_MISSED_RELATED_ROWS),
+])
+def test_every_kind_of_dataset_edit_fires_dataset_update(
+        deliveries, run_jobs, change, seen):
+    dataset = factories.Dataset()
+    if change == "group":
+        change = {"groups": [{"id": factories.Group()["id"]}]}
+    run_jobs()
+    helpers.call_action("package_patch", id=dataset["id"], **change)
+    got = deliveries.settle(run_jobs)
+    assert got["dataset/update"] == [("dataset/update", dataset["id"])]
+    assert seen(deliveries.payloads("dataset/update")[0]["data"])
+
+
+# --- filters ------------------------------------------------------------------------
+
+def _filtered_hook(receiver, path, topic, **filters):
+    hook_id = helpers.call_action(
+        "webhook_create", context=anonymous(), topic=topic,
+        address=receiver.url(path), **filters)
+    return helpers.call_action("webhook_show", id=hook_id)["secret"]
+
+
+def _received(receiver, path, secret):
+    return [(p["type"], p["data"]["id"]) for p in
+            (r.verify(secret) for r in receiver.on(path))]
+
+
+def _marker_last(receiver, path, secret, count):
+    """Wait for ``count`` requests and check the last is the marker."""
+    got = receiver.wait_for(count, path)
+    assert len(got) == count, _received(receiver, path, secret)
+    return _received(receiver, path, secret)
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_dataset_filter_matches_the_dataset_and_its_resources(
+        receiver, run_jobs):
+    target, other = factories.Dataset(), factories.Dataset()
+    run_jobs()  # their creation is older than the hooks
+    datasets = _filtered_hook(receiver, "/d", "dataset/*",
+                              dataset=target["name"])
+    resources = _filtered_hook(receiver, "/r", "resource/*",
+                               dataset=target["id"])
+    helpers.call_action("package_patch", id=other["id"], title="Other")
+    factories.Resource(package_id=other["id"])
+    mine = factories.Resource(package_id=target["id"])
+    helpers.call_action("package_patch", id=target["id"], title="Marker")
+    run_jobs()
+    assert _marker_last(receiver, "/d", datasets, 1) == [
+        ("dataset/update", target["id"])]
+    assert _marker_last(receiver, "/r", resources, 1) == [
+        ("resource/create", mine["id"])]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_organization_filter_matches_its_datasets_and_their_resources(
+        receiver, run_jobs):
+    org, other_org = factories.Organization(), factories.Organization()
+    datasets = _filtered_hook(receiver, "/d", "dataset/*",
+                              organization=org["name"])
+    resources = _filtered_hook(receiver, "/r", "resource/*",
+                               organization=org["id"])
+    factories.Dataset(owner_org=other_org["id"],
+                      resources=[{"url": "http://example.com/x"}])
+    outside = factories.Dataset()
+    factories.Resource(package_id=outside["id"])
+    inside = factories.Dataset(owner_org=org["id"])
+    resource = factories.Resource(package_id=inside["id"])
+    helpers.call_action("package_patch", id=inside["id"], title="Marker")
+    run_jobs()
+    assert _marker_last(receiver, "/d", datasets, 2) == [
+        ("dataset/create", inside["id"]), ("dataset/update", inside["id"])]
+    assert _marker_last(receiver, "/r", resources, 1) == [
+        ("resource/create", resource["id"])]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_group_filter_matches_its_datasets(receiver, run_jobs):
+    group = factories.Group()
+    secret = _filtered_hook(receiver, "/g", "dataset/*", group=group["name"])
+    factories.Dataset()
+    member = factories.Dataset(groups=[{"id": group["id"]}])
+    helpers.call_action("package_patch", id=member["id"], title="Marker")
+    run_jobs()
+    assert _marker_last(receiver, "/g", secret, 2) == [
+        ("dataset/create", member["id"]), ("dataset/update", member["id"])]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_resource_filter_matches_only_that_resource(receiver, run_jobs):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a"},
+                                           {"url": "http://example.com/b"}])
+    mine, sibling = dataset["resources"]
+    run_jobs()
+    secret = _filtered_hook(receiver, "/r", "resource/*",
+                            resource=mine["id"])
+    helpers.call_action("resource_patch", id=sibling["id"], name="sibling")
+    helpers.call_action("package_patch", id=dataset["id"], title="Changed")
+    helpers.call_action("resource_patch", id=mine["id"], name="Marker")
+    run_jobs()
+    assert _marker_last(receiver, "/r", secret, 1) == [
+        ("resource/update", mine["id"])]

@@ -1,0 +1,336 @@
+"""Nothing is lost when Redis, a worker or a receiver fails.
+
+These tests run real `ckan webhooks worker` processes, really stop a Redis
+server and really kill a worker with SIGKILL.
+"""
+from __future__ import annotations
+
+import configparser
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ckan.model as model
+import ckan.lib.redis as ckan_redis
+from ckan.lib import jobs as ckan_jobs
+import ckan.plugins.toolkit as tk
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks import jobs
+from ckanext.webhooks.model import Delivery, Event, Hook
+from ckanext.webhooks.tests.receiver import Answer
+
+CKAN = os.path.join(os.path.dirname(sys.executable), "ckan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A Redis server of this test's own, which it may stop and start."""
+
+    def __init__(self, tmp_path):
+        self.port = _free_port()
+        self.dir = tmp_path
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:{}/0".format(self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """Point this process (and workers started with ``redis``) at it."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    saved = tk.config.get("ckan.redis.url")
+    tk.config["ckan.redis.url"] = server.url
+    _forget_redis_connections()
+    yield server
+    server.stop()
+    tk.config["ckan.redis.url"] = saved
+    _forget_redis_connections()
+
+
+def _forget_redis_connections():
+    ckan_redis._connection_pool = None
+    ckan_jobs._queues.clear()  # CKAN caches queues with their connection
+
+
+@pytest.fixture
+def workers(request, tmp_path):
+    """Start real `ckan webhooks worker` processes with extra options."""
+    test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
+    started = []
+
+    def start(**options):
+        n = len(started)
+        ini = tmp_path / "worker{}.ini".format(n)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.optionxform = str
+        parser.read(test_ini)
+        for key, value in options.items():
+            parser.set("app:main", key, str(value))
+        with open(ini, "w") as f:
+            parser.write(f)
+        log = open(tmp_path / "worker{}.log".format(n), "w")
+        process = subprocess.Popen(
+            [CKAN, "-c", str(ini), "webhooks", "worker"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process.log_path = tmp_path / "worker{}.log".format(n)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        try:  # the worker and its RQ scheduler process
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(10)
+
+
+def _worker_options(redis_url=None, **extra):
+    options = {"ckanext.webhooks.sweep_interval": 1,
+               "ckanext.webhooks.timeout": 2}
+    if redis_url:
+        options["ckan.redis.url"] = redis_url
+    options.update(extra)
+    return options
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_event_committed_while_redis_is_down_is_delivered(
+        own_redis, workers, receiver):
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    workers(**_worker_options(own_redis.url))
+
+    own_redis.stop()
+    dataset = factories.Dataset()
+    event = model.Session.query(Event).filter_by(
+        entity_id=dataset["id"]).one()
+    assert event.fanned_out is None  # nothing reached a worker
+
+    own_redis.start()
+    got = receiver.wait_for(1, timeout=45)
+    assert len(got) == 1
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    payload = got[0].verify(secret)
+    assert payload["type"] == "dataset/create"
+    assert payload["data"]["id"] == dataset["id"]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_attempt_of_a_killed_worker_is_sent_again_with_same_id(
+        own_redis, workers, receiver):
+    receiver.answer("/hook", Answer(204, delay=1.5))
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    options = _worker_options(own_redis.url,
+                              **{"ckanext.webhooks.concurrency": 1})
+    first = workers(**options)
+    factories.Dataset()
+    assert receiver.wait_for(1, arrived=True, timeout=20)
+    first.send_signal(signal.SIGKILL)  # dies in the middle of the attempt
+    first.wait(10)
+
+    workers(**options)
+    arrivals = receiver.wait_for(2, arrived=True, timeout=60)
+    assert len(arrivals) == 2
+    assert arrivals[0].headers["webhook-id"] == \
+        arrivals[1].headers["webhook-id"]
+    assert receiver.wait_for(1, timeout=10)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+        if row["status"] == "succeeded":
+            break
+        time.sleep(0.2)
+    assert row["status"] == "succeeded"
+    assert row["attempts"] == 2
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_two_workers_never_send_the_same_attempt_twice(
+        own_redis, workers, receiver):
+    receiver.always("/many", lambda got: Answer(204, delay=0.05))
+    hooks = [helpers.call_action("webhook_create", topic="dataset/create",
+                                 address=receiver.url("/many"))
+             for _ in range(15)]
+    hooks += [helpers.call_action(
+        "webhook_create", topic="dataset/create",
+        address=receiver.url("/many?n={}".format(n))) for n in range(25)]
+    dataset = factories.Dataset()
+    event = model.Session.query(Event).filter_by(
+        entity_id=dataset["id"]).one()
+    # the same event in the queue four times: workers race for its messages
+    for _ in range(3):
+        assert jobs.enqueue_fan_out(event.id)
+    options = _worker_options(own_redis.url,
+                              **{"ckanext.webhooks.concurrency": 4})
+    workers(**options)
+    workers(**options)
+
+    got = receiver.wait_for(len(hooks), timeout=60, arrived=True)
+    time.sleep(2)  # room for any duplicate to show up
+    ids = [r.headers["webhook-id"] for r in receiver.arrived]
+    assert len(ids) == len(hooks) == len(got)
+    assert len(set(ids)) == len(hooks)
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_worker_runs_delayed_retries_with_its_scheduler(
+        own_redis, workers, receiver):
+    receiver.answer("/hook", Answer(500), Answer(503))
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    workers(**_worker_options(
+        own_redis.url, **{"ckanext.webhooks.retry_schedule": "1 1 1",
+                          "ckanext.webhooks.sweep_interval": 300}))
+    time.sleep(1)  # the start-up sweep has run; only the scheduler is left
+    factories.Dataset()
+    got = receiver.wait_for(3, timeout=30)
+    assert [r.headers["webhook-id"] for r in got] == \
+        [got[0].headers["webhook-id"]] * 3
+    [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert row["attempts"] == 3
+    assert row["status"] in ("succeeded", "pending")
+
+
+# --- the sweep's housekeeping (run in-process) ---------------------------
+
+def _age(model_class, ident, **columns):
+    model.Session.query(model_class).filter_by(id=ident).update(columns)
+    model.Session.commit()
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_hook_failing_for_five_days_is_disabled_until_a_good_ping(
+        receiver, run_jobs):
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    _age(Hook, hook_id, failing_since=datetime.datetime.utcnow()
+         - datetime.timedelta(days=5, minutes=1))
+    jobs.sweep(grace=0)
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["status"] == "disabled"
+    assert hook["status_reason"]
+
+    factories.Dataset()
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    assert [r.json["type"] for r in receiver.requests] == ["webhook/ping"]
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] == \
+        "active"
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
+def test_unverified_hook_is_removed_after_pending_ttl(receiver, run_jobs):
+    receiver.always("/hook", lambda got: Answer(204))  # never echoes
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    run_jobs()
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] == \
+        "pending"
+    _age(Hook, hook_id, created=datetime.datetime.utcnow()
+         - datetime.timedelta(hours=24, minutes=1))
+    jobs.sweep(grace=0)
+    with pytest.raises(tk.ObjectNotFound):
+        helpers.call_action("webhook_show", id=hook_id)
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.delivery_retention_days", "7")
+def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    factories.Dataset()
+    factories.Dataset()
+    run_jobs()
+    old, new = helpers.call_action("webhook_delivery_list", id=hook_id)
+    _age(Delivery, old["id"], created=datetime.datetime.utcnow()
+         - datetime.timedelta(days=8))
+    jobs.sweep(grace=0)
+    remaining = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert [d["id"] for d in remaining] == [new["id"]]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_sweep_enqueues_events_whose_job_was_lost(receiver, run_jobs,
+                                                  clean_webhooks_queue):
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    factories.Dataset()
+    clean_webhooks_queue.empty()  # the job is lost
+    run_jobs()  # its start-up sweep finds the event again
+    assert len(receiver.wait_for(1)) == 1
+
+
+# --- operators' commands --------------------------------------------------
+
+@pytest.mark.usefixtures("webhooks")
+def test_cli_lists_shows_redelivers_and_deletes(cli, receiver, run_jobs):
+    from ckan.cli.cli import ckan
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    factories.Dataset()
+    run_jobs()
+
+    result = cli.invoke(ckan, ["webhooks", "list"])
+    assert result.exit_code == 0, result.output
+    assert hook_id in result.output and receiver.url() in result.output
+
+    result = cli.invoke(ckan, ["webhooks", "show", hook_id])
+    assert result.exit_code == 0 and '"topic": "dataset/create"' in \
+        result.output
+
+    result = cli.invoke(ckan, ["webhooks", "deliveries", hook_id])
+    message_id = result.output.split()[0]
+    assert message_id.startswith("msg_") and "succeeded" in result.output
+
+    result = cli.invoke(ckan, ["webhooks", "redeliver", hook_id, message_id])
+    assert result.exit_code == 0, result.output
+    run_jobs()
+    assert [r.headers["webhook-id"] for r in receiver.requests] == \
+        [message_id, message_id]
+
+    result = cli.invoke(ckan, ["webhooks", "prune", "--days", "0"])
+    assert result.exit_code == 0 and "Pruned 1" in result.output
+
+    result = cli.invoke(ckan, ["webhooks", "delete", hook_id])
+    assert result.exit_code == 0
+    result = cli.invoke(ckan, ["webhooks", "show", hook_id])
+    assert result.exit_code != 0 and "not found" in result.output

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# `make demo`: a local CKAN with ckanext-webhooks, its delivery worker and a demo
+# receiver that verifies signatures. Everything it writes lives in .demo/.
+# Expects the venv (`make venv`) and services (`make services`); `make demo`
+# sees to both. DEMO_EXIT_AFTER_START=1 stops everything once it is up.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=$ROOT/${VENV:-.venv}/bin
+DEMO=$ROOT/.demo
+INI=$DEMO/demo.ini
+CKAN_URL=http://127.0.0.1:5000
+RECEIVER_PORT=8765
+ADMIN_PASSWORD=demo-admin-pass
+
+say() { printf '\n==> %s\n' "$*"; }
+
+mkdir -p "$DEMO/storage"
+
+# --- config: secrets made once per install, the rest from the template -------
+if [ ! -s "$DEMO/secrets" ]; then
+    {
+        echo "SECRET_KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        echo "WTF_CSRF_SECRET_KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    } > "$DEMO/secrets"
+    chmod 600 "$DEMO/secrets"
+fi
+# shellcheck disable=SC1091
+. "$DEMO/secrets"
+sed -e "s|@SECRET_KEY@|$SECRET_KEY|" \
+    -e "s|@WTF_CSRF_SECRET_KEY@|$WTF_CSRF_SECRET_KEY|" \
+    -e "s|@STORAGE_PATH@|$DEMO/storage|" \
+    scripts/demo.ini.in > "$INI"
+echo "wrote $INI"
+
+ckan() { "$BIN/ckan" -c "$INI" "$@"; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 5000 $RECEIVER_PORT; do
+    if port_in_use "$port"; then
+        echo "demo: 127.0.0.1:$port is already in use (another demo still running?)" >&2
+        exit 1
+    fi
+done
+
+# --- database and the sysadmin ------------------------------------------------
+say "database (ckan_demo)"
+ckan db init 2>>"$DEMO/setup.log"
+ckan db upgrade -p webhooks 2>>"$DEMO/setup.log"
+
+say "sysadmin 'admin'"
+admin=$(ckan user show admin 2>>"$DEMO/setup.log")
+if grep -q '^User: None' <<<"$admin"; then
+    ckan user add admin email=admin@example.org \
+        password="$ADMIN_PASSWORD" 2>>"$DEMO/setup.log"
+fi
+ckan sysadmin add admin 2>>"$DEMO/setup.log"
+API_TOKEN=$(ckan user token add admin demo 2>>"$DEMO/setup.log" | tail -n 1 | tr -d '[:space:]')
+echo "$API_TOKEN" > "$DEMO/admin-api-token"
+chmod 600 "$DEMO/admin-api-token"
+
+# --- the three processes ------------------------------------------------------
+PIDS=()
+TAIL_PID=
+start() {  # start NAME LOGFILE COMMAND...: own session, so we can stop its children too
+    local name=$1 logfile=$2; shift 2
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
+    PIDS+=("$!")
+    echo "started $name (pid $!), log: ${logfile#"$ROOT"/}"
+}
+stop_all() {
+    trap - EXIT INT TERM
+    [ ${#PIDS[@]} -eq 0 ] && return
+    say "stopping the demo"
+    local pid i
+    for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        local alive=
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ -z "$alive" ] && break
+        sleep 0.2
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+    [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null
+    wait 2>/dev/null || true
+    echo "stopped"
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "starting the receiver, the worker and CKAN"
+start receiver "$DEMO/receiver.log" "$BIN/python" -u -m ckanext.webhooks.demo.receiver \
+    --port "$RECEIVER_PORT" --ckan-url "$CKAN_URL"
+start worker "$DEMO/worker.log" "$BIN/ckan" -c "$INI" webhooks worker
+start ckan "$DEMO/ckan.log" "$BIN/ckan" -c "$INI" run --host 127.0.0.1 --port 5000 \
+    --disable-reloader --threaded
+
+printf 'waiting for %s/api/3/action/status_show ' "$CKAN_URL"
+for ((i = 0; ; i++)); do
+    if "$BIN/python" - "$CKAN_URL/api/3/action/status_show" <<'EOF' 2>/dev/null
+import sys, urllib.request
+sys.exit(urllib.request.urlopen(sys.argv[1], timeout=2).status != 200)
+EOF
+    then
+        echo " up"
+        break
+    fi
+    for pid in "${PIDS[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo " a demo process died; last lines of the logs:" >&2
+            tail -n 20 "$DEMO"/receiver.log "$DEMO"/worker.log "$DEMO"/ckan.log >&2
+            exit 1
+        fi
+    done
+    if [ "$i" -ge 120 ]; then
+        echo " CKAN did not answer within 60s; see .demo/ckan.log" >&2
+        exit 1
+    fi
+    printf '.'
+    sleep 0.5
+done
+
+# --- what to try --------------------------------------------------------------
+cat > "$DEMO/try.py" <<EOF
+# Create a hook for new datasets pointing at the demo receiver, wait until the
+# receiver has answered the verification challenge, then create a dataset.
+import time
+from ckanapi import RemoteCKAN
+
+ckan = RemoteCKAN("$CKAN_URL")  # anonymous: anyone may create a hook
+hook = ckan.action.webhook_create(topic="dataset/create",
+                                  address="http://127.0.0.1:$RECEIVER_PORT/")
+for _ in range(60):  # pending until the receiver echoes the challenge
+    if ckan.action.webhook_show(id=hook)["status"] == "active":
+        break
+    time.sleep(0.5)
+else:
+    raise SystemExit("hook still pending: see .demo/worker.log")
+print("hook", hook, "is active")
+
+admin = RemoteCKAN("$CKAN_URL", apikey=open("$DEMO/admin-api-token").read().strip())
+dataset = admin.action.package_create(name="demo-%d" % time.time(),
+                                      title="Webhooks demo dataset")
+print("created dataset", dataset["name"], "- watch the receiver's output")
+EOF
+
+cat <<EOF
+
+------------------------------------------------------------------------------
+ ckanext-webhooks demo is running (Solr is replaced by the STAND-IN plugin
+ webhooks_demo_nosolr: search is empty, everything else is real CKAN)
+
+   CKAN          $CKAN_URL          (log: .demo/ckan.log)
+   pages         $CKAN_URL/webhooks
+   worker        ckan webhooks worker           (log: .demo/worker.log)
+   receiver      http://127.0.0.1:$RECEIVER_PORT/          (log: .demo/receiver.log)
+   sysadmin      admin / $ADMIN_PASSWORD
+   API token     $API_TOKEN
+                 (also in .demo/admin-api-token)
+
+ Try it from another terminal (saved as .demo/try.py):
+
+   ${VENV:-.venv}/bin/python .demo/try.py
+
+$(sed 's/^/   /' "$DEMO/try.py")
+
+ The receiver prints one line per delivery below: VERIFIED means the
+ signature checked out with the standardwebhooks library.
+ Ctrl-C stops CKAN, the worker and the receiver.
+------------------------------------------------------------------------------
+
+EOF
+
+if [ "${DEMO_EXIT_AFTER_START:-}" = 1 ]; then
+    exit 0
+fi
+
+say "receiver output (deliveries)"
+tail -n +1 -f --pid="${PIDS[0]}" "$DEMO/receiver.log" &
+TAIL_PID=$!
+wait "$TAIL_PID"
