@@ -16,6 +16,14 @@ ADMIN_PASSWORD=demo-admin-pass
 
 say() { printf '\n==> %s\n' "$*"; }
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 5000 $RECEIVER_PORT; do
+    if port_in_use "$port"; then
+        echo "demo: 127.0.0.1:$port is already in use (another demo still running?)" >&2
+        exit 1
+    fi
+done
+
 mkdir -p "$DEMO/storage"
 
 # --- config: secrets made once per install, the rest from the template -------
@@ -35,14 +43,6 @@ sed -e "s|@SECRET_KEY@|$SECRET_KEY|" \
 echo "wrote $INI"
 
 ckan() { "$BIN/ckan" -c "$INI" "$@"; }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 5000 $RECEIVER_PORT; do
-    if port_in_use "$port"; then
-        echo "demo: 127.0.0.1:$port is already in use (another demo still running?)" >&2
-        exit 1
-    fi
-done
 
 # --- database and the sysadmin ------------------------------------------------
 say "database (ckan_demo)"
@@ -71,6 +71,7 @@ start() {  # start NAME LOGFILE COMMAND...: own session, so we can stop its chil
 }
 stop_all() {
     trap - EXIT INT TERM
+    set +e  # stop everything we can, whatever fails
     [ ${#PIDS[@]} -eq 0 ] && return
     say "stopping the demo"
     local pid i
@@ -82,7 +83,7 @@ stop_all() {
         sleep 0.2
     done
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-    [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null
+    if [ -n "$TAIL_PID" ]; then kill "$TAIL_PID" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     echo "stopped"
 }

@@ -86,13 +86,27 @@ def _dataset_gone(dataset_id: str) -> bool:
     return pkg is None or pkg.state == "deleted"
 
 
-def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
-    """The ``data`` of ``event`` for ``viewer``, or None if they may not see it."""
+def _at_event_time(event: Event) -> dict[str, Any]:
+    """The dataset as it was when the event happened (before a deletion)."""
     snapshot = _dataset_snapshot(event)
-    if event.restricted and viewer.user is None:
+    if event.topic == "dataset/delete":
+        return snapshot
+    return dict(snapshot, was_private=snapshot["private"],
+                was_state=snapshot["state"])
+
+
+def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
+    """The ``data`` of ``event`` for ``viewer``, or None if they may not see it.
+
+    A viewer must have been able to see the entity when the event happened
+    and, unless it is gone since, must still be able to see it now.
+    """
+    if event.restricted and (viewer.user is None
+                             or not viewer.could_see(_at_event_time(event))):
         return None
     if event.topic.endswith("/delete"):
-        return _gone_record(event) if viewer.could_see(snapshot) else None
+        return _gone_record(event) \
+            if viewer.could_see(_at_event_time(event)) else None
 
     is_resource = event.topic.startswith("resource/")
     try:
@@ -114,7 +128,6 @@ def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
             or _dataset_gone(event.package_id)
     else:
         gone = _dataset_gone(event.entity_id)
-    if gone and viewer.could_see(dict(snapshot, was_private=snapshot[
-            "private"], was_state=snapshot["state"])):
+    if gone and viewer.could_see(_at_event_time(event)):
         return _gone_record(event)
     return None

@@ -84,13 +84,31 @@ def enqueue_delivery(message_ids: list[str],
 
 # --- job entry points -------------------------------------------------------
 
+# Candidates come from one indexed lookup per way a hook can match (no
+# filter, or a filter naming this event's dataset, organization, group or
+# resource); the full rule then applies to the candidates only.
 _MATCHING_INSERT = sa.text("""
+    WITH candidate AS (
+        SELECT id FROM webhooks_hook
+        WHERE topic IN (:topic, :wildcard)
+          AND filter_dataset IS NULL AND filter_organization IS NULL
+          AND filter_group IS NULL AND filter_resource IS NULL
+        UNION SELECT id FROM webhooks_hook
+        WHERE filter_dataset = :package_id
+        UNION SELECT id FROM webhooks_hook
+        WHERE filter_organization = :organization_id
+        UNION SELECT id FROM webhooks_hook
+        WHERE filter_group = ANY(:group_ids)
+        UNION SELECT id FROM webhooks_hook
+        WHERE filter_resource = :resource_id
+    )
     INSERT INTO webhooks_delivery
         (id, hook_id, event_id, type, status, attempts, created, next_attempt)
     SELECT 'msg_' || md5(random()::text || clock_timestamp()::text || h.id),
            h.id, :event_id, :topic, 'pending', 0, :now, :now
-    FROM webhooks_hook h
+    FROM webhooks_hook h JOIN candidate c ON c.id = h.id
     WHERE h.status = 'active'
+      AND h.created <= :event_created
       AND h.topic IN (:topic, :wildcard)
       AND (h.filter_dataset IS NULL OR h.filter_dataset = :package_id)
       AND (h.filter_organization IS NULL
@@ -115,6 +133,7 @@ def create_messages(event: Event) -> int:
         "group_ids": list(event.group_ids or []),
         "resource_id": None if is_dataset else event.entity_id,
         "restricted": bool(event.restricted),
+        "event_created": event.created,
         "now": utcnow(),
     })
     return result.rowcount

@@ -1,16 +1,21 @@
 """What reaches a receiver, and what CKAN does with the receiver's answer."""
 import base64
+import datetime
 import json
+import socket
+import threading
 import time
 
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 import ckan.logic as logic
+import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
 import ckanext.webhooks
+from ckanext.webhooks.model import Hook, utcnow
 from ckanext.webhooks.tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("webhooks")
@@ -355,10 +360,6 @@ def test_redeliver_of_another_hooks_message_is_not_found(receiver, run_jobs):
 
 
 def test_old_secret_stops_signing_when_the_overlap_ends(receiver, run_jobs):
-    import datetime
-    import ckan.model as model
-    from ckanext.webhooks.model import Hook, utcnow
-
     hook = make_hook(receiver, "/rotated")
     old = hook["secret"]
     new = call("webhook_rotate_secret", id=hook["id"])
@@ -385,7 +386,6 @@ def test_retry_after_is_honoured(receiver, run_jobs):
     [message] = deliveries_of(hook)
     assert message["status"] == "pending"
     assert message["attempts"] == 1
-    import datetime
     next_attempt = datetime.datetime.fromisoformat(message["next_attempt"])
     last_attempt = datetime.datetime.fromisoformat(message["last_attempt"])
     assert 3500 < (next_attempt - last_attempt).total_seconds() < 3700
@@ -414,8 +414,6 @@ class TricklingServer:
     time, each byte well within the timeout, the whole far beyond it."""
 
     def __init__(self, interval: float, total: float):
-        import socket
-        import threading
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
@@ -427,7 +425,6 @@ class TricklingServer:
             self.sock.getsockname()[1])
 
     def _serve(self):
-        import threading
         while True:
             try:
                 conn, _ = self.sock.accept()

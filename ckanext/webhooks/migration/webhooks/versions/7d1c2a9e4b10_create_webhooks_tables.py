@@ -36,9 +36,18 @@ def upgrade():
         sa.Column("last_success", sa.DateTime, nullable=True),
         sa.Column("failing_since", sa.DateTime, nullable=True),
     )
-    # matching: one event looks up active hooks of its topic (and wildcard)
-    op.create_index("ix_webhooks_hook_topic_status", "webhooks_hook",
-                    ["topic", "status"])
+    # matching: each branch of the candidate query has its own index, so
+    # finding the hooks of one event does not grow with unrelated hooks
+    op.create_index(
+        "ix_webhooks_hook_unfiltered", "webhooks_hook", ["topic"],
+        postgresql_where=sa.text(
+            "filter_dataset IS NULL AND filter_organization IS NULL AND "
+            "filter_group IS NULL AND filter_resource IS NULL"))
+    for name in ("dataset", "organization", "group", "resource"):
+        op.create_index(
+            "ix_webhooks_hook_filter_" + name, "webhooks_hook",
+            ["filter_" + name],
+            postgresql_where=sa.text("filter_{} IS NOT NULL".format(name)))
     op.create_index("ix_webhooks_hook_owner", "webhooks_hook", ["owner_id"])
     op.create_index("ix_webhooks_hook_address", "webhooks_hook", ["address"])
 

@@ -1,0 +1,312 @@
+"""Who receives what: the leak matrix.
+
+Dataset states × hook owners × {dataset, resource topics}, with a real
+receiver. Absence is asserted only after a later public marker event has
+reached the same hook, so that slowness cannot pass as absence.
+"""
+from __future__ import annotations
+
+import pytest
+
+import ckan.plugins.toolkit as tk
+from ckan.tests import factories, helpers
+
+OWNERS = ("anonymous", "member", "outsider", "sysadmin")
+
+
+class World:
+    """An organization, four hook owners, a hook per owner and topic."""
+
+    def __init__(self, receiver):
+        self.receiver = receiver
+        self.sysadmin = factories.Sysadmin()
+        self.member = factories.User()
+        self.outsider = factories.User()
+        self.org = factories.Organization(users=[
+            {"name": self.member["name"], "capacity": "member"}])
+        self.other_org = factories.Organization()
+        self.public_dataset = factories.Dataset()  # for markers
+        self.hooks = {}
+        for owner in OWNERS:
+            for kind in ("dataset", "resource"):
+                path = "/{}/{}".format(owner, kind)
+                self.hooks[(owner, kind)] = helpers.call_action(
+                    "webhook_create", context=self.context(owner),
+                    topic=kind + "/*", address=receiver.url(path))
+
+    def context(self, owner):
+        if owner == "anonymous":
+            return {"user": ""}
+        user = getattr(self, owner)
+        return {"user": user["name"], "ignore_auth": False}
+
+    def marker(self):
+        """A public dataset and resource event that every hook gets."""
+        marker = factories.Dataset(title="marker")
+        resource = factories.Resource(package_id=self.public_dataset["id"],
+                                      name="marker")
+        return marker["id"], resource["id"]
+
+    def received(self, run_jobs):
+        """Run the worker, then what each hook got before the marker."""
+        dataset_marker, resource_marker = self.marker()
+        run_jobs()
+        got = {}
+        for (owner, kind), hook_id in self.hooks.items():
+            path = "/{}/{}".format(owner, kind)
+            marker_id = dataset_marker if kind == "dataset" \
+                else resource_marker
+            requests = self.receiver.on(path)
+            ids = [r.json["data"]["id"] for r in requests]
+            assert marker_id in ids, "marker not delivered to " + path
+            got[(owner, kind)] = [
+                (r.json["type"], r.json["data"]["id"]) for r in requests
+                if r.json["data"]["id"] not in (dataset_marker,
+                                                resource_marker)]
+        return got
+
+
+@pytest.fixture
+def world(webhooks, receiver):
+    return World(receiver)
+
+
+def _who_got(got, kind, event):
+    return {owner for owner in OWNERS if event in got[(owner, kind)]}
+
+
+def test_public_dataset_reaches_everyone(world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"])
+    resource = factories.Resource(package_id=dataset["id"])
+    got = world.received(run_jobs)
+    assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
+        set(OWNERS)
+    assert _who_got(got, "resource", ("resource/create", resource["id"])) \
+        == set(OWNERS)
+
+
+@pytest.mark.parametrize("state", ["private", "draft"])
+def test_private_and_draft_reach_only_readers(world, run_jobs, state):
+    extra = {"private": True} if state == "private" else {"state": "draft"}
+    dataset = factories.Dataset(owner_org=world.org["id"], **extra)
+    resource = factories.Resource(package_id=dataset["id"])
+    helpers.call_action("package_patch", id=dataset["id"], notes="edited")
+    got = world.received(run_jobs)
+    readers = {"member", "sysadmin"}
+    assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
+        readers
+    assert _who_got(got, "dataset", ("dataset/update", dataset["id"])) == \
+        readers
+    assert _who_got(got, "resource", ("resource/create", resource["id"])) \
+        == readers
+    for owner in ("anonymous", "outsider"):
+        assert got[(owner, "dataset")] == []
+        assert got[(owner, "resource")] == []
+
+
+def test_private_data_is_what_the_owner_may_see(world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    world.received(run_jobs)
+    [request] = [r for r in world.receiver.on("/member/dataset")
+                 if r.json["data"]["id"] == dataset["id"]]
+    expected = helpers.call_action(
+        "package_show", context={"user": world.member["name"],
+                                 "ignore_auth": False}, id=dataset["id"])
+    assert request.json["data"]["name"] == expected["name"]
+    assert request.json["data"]["private"] is True
+
+
+def test_deleted_public_dataset_reaches_everyone_with_id_and_name(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"])
+    helpers.call_action("package_delete", id=dataset["id"])
+    got = world.received(run_jobs)
+    for owner in OWNERS:
+        assert got[(owner, "dataset")] == [
+            ("dataset/create", dataset["id"]),
+            ("dataset/delete", dataset["id"])]
+    [delete] = [r for r in world.receiver.on("/anonymous/dataset")
+                if r.json["type"] == "dataset/delete"]
+    assert delete.json["data"]["name"] == dataset["name"]
+
+
+def test_deleted_private_dataset_reaches_only_readers(world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("package_delete", id=dataset["id"])
+    helpers.call_action("dataset_purge", id=dataset["id"])
+    got = world.received(run_jobs)
+    readers = {"member", "sysadmin"}
+    assert _who_got(got, "dataset", ("dataset/delete", dataset["id"])) == \
+        readers
+    assert got[("anonymous", "dataset")] == []
+    assert got[("outsider", "dataset")] == []
+
+
+def test_made_private_before_delivery_is_not_delivered_to_the_public(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"])
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    got = world.received(run_jobs)
+    create = ("dataset/create", dataset["id"])
+    update = ("dataset/update", dataset["id"])
+    assert _who_got(got, "dataset", create) == {"member", "sysadmin"}
+    assert _who_got(got, "dataset", update) == {"member", "sysadmin"}
+
+
+def test_made_public_delivers_only_events_from_then_on(world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    got = world.received(run_jobs)
+    assert got[("anonymous", "dataset")] == [
+        ("dataset/update", dataset["id"])]
+    assert got[("outsider", "dataset")] == [
+        ("dataset/update", dataset["id"])]
+    assert got[("member", "dataset")] == [
+        ("dataset/create", dataset["id"]), ("dataset/update", dataset["id"])]
+
+
+def test_moved_to_another_organization_follows_the_new_readers(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"],
+                        owner_org=world.other_org["id"])
+    got = world.received(run_jobs)
+    # the member reads the old organization only: by delivery time the
+    # dataset is out of their reach, so neither event reaches them
+    assert got[("member", "dataset")] == []
+    assert _who_got(got, "dataset", ("dataset/update", dataset["id"])) == \
+        {"sysadmin"}
+
+
+def test_member_removed_before_delivery_gets_nothing(world, run_jobs):
+    helpers.call_action("organization_member_create", id=world.org["id"],
+                        username=world.outsider["name"], role="member")
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("organization_member_delete",
+                        context={"user": world.sysadmin["name"]},
+                        id=world.org["id"], username=world.outsider["name"])
+    got = world.received(run_jobs)
+    assert got[("outsider", "dataset")] == []
+    assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
+        {"member", "sysadmin"}
+
+
+def test_member_added_later_gets_events_delivered_after(world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("organization_member_create", id=world.org["id"],
+                        username=world.outsider["name"], role="member")
+    got = world.received(run_jobs)
+    assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
+        {"member", "outsider", "sysadmin"}
+
+
+# --- filters ------------------------------------------------------------
+
+@pytest.mark.usefixtures("webhooks")
+def test_filters_narrow_what_a_hook_receives(receiver, run_jobs):
+    org = factories.Organization()
+    group = factories.Group()
+    in_org = factories.Dataset(owner_org=org["id"])
+    in_group = factories.Dataset(groups=[{"id": group["id"]}])
+    other = factories.Dataset()
+    res_in_org = factories.Resource(package_id=in_org["id"])
+    res_other = factories.Resource(package_id=other["id"])
+    run_jobs()
+
+    hooks = {
+        "dataset": dict(topic="dataset/*", dataset=other["name"]),
+        "dataset-res": dict(topic="resource/*", dataset=other["id"]),
+        "org": dict(topic="dataset/*", organization=org["name"]),
+        "org-res": dict(topic="resource/*", organization=org["id"]),
+        "group": dict(topic="dataset/*", group=group["name"]),
+        "group-res": dict(topic="resource/*", group=group["id"]),
+        "resource": dict(topic="resource/*", resource=res_other["id"]),
+    }
+    ids = {name: helpers.call_action("webhook_create",
+                                     address=receiver.url("/" + name), **f)
+           for name, f in hooks.items()}
+    shown = helpers.call_action("webhook_show", id=ids["dataset"])
+    assert shown["filters"]["dataset"] == other["id"]  # name in, id stored
+
+    for dataset in (in_org, in_group, other):
+        helpers.call_action("package_patch", id=dataset["id"], notes="x")
+    for resource in (res_in_org, res_other):
+        helpers.call_action("resource_patch", id=resource["id"],
+                            description="x")
+    run_jobs()
+
+    def got(name):
+        return [(r.json["type"], r.json["data"]["id"])
+                for r in receiver.on("/" + name)]
+
+    assert got("dataset") == [("dataset/update", other["id"])]
+    assert got("dataset-res") == [("resource/update", res_other["id"])]
+    assert got("org") == [("dataset/update", in_org["id"])]
+    assert got("org-res") == [("resource/update", res_in_org["id"])]
+    assert got("group") == [("dataset/update", in_group["id"])]
+    assert got("group-res") == []  # a group filter matches its datasets
+    assert got("resource") == [("resource/update", res_other["id"])]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_organization_filter_uses_the_organization_at_event_time(
+        receiver, run_jobs):
+    first, second = factories.Organization(), factories.Organization()
+    dataset = factories.Dataset(owner_org=first["id"])
+    helpers.call_action("webhook_create", topic="dataset/update",
+                        organization=first["id"],
+                        address=receiver.url("/first"))
+    helpers.call_action("webhook_create", topic="dataset/update",
+                        organization=second["id"],
+                        address=receiver.url("/second"))
+    helpers.call_action("package_patch", id=dataset["id"], notes="one")
+    helpers.call_action("package_patch", id=dataset["id"],
+                        owner_org=second["id"])
+    run_jobs()
+    assert len(receiver.on("/first")) == 1
+    assert len(receiver.on("/second")) == 1
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_filter_on_unseeable_dataset_is_refused_like_a_missing_one():
+    org = factories.Organization()
+    private = factories.Dataset(owner_org=org["id"], private=True)
+    errors = []
+    for value in (private["id"], "no-such-dataset"):
+        with pytest.raises(tk.ValidationError) as e:
+            helpers.call_action("webhook_create", context={"user": ""},
+                                topic="dataset/*", dataset=value,
+                                address="http://example.com/hook")
+        errors.append(e.value.error_dict)
+    assert errors[0] == errors[1] == {"dataset": ["Dataset not found"]}
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_member_may_filter_on_a_private_dataset_they_read():
+    member = factories.User()
+    org = factories.Organization(users=[{"name": member["name"],
+                                         "capacity": "member"}])
+    private = factories.Dataset(owner_org=org["id"], private=True)
+    hook_id = helpers.call_action(
+        "webhook_create", context={"user": member["name"],
+                                   "ignore_auth": False},
+        topic="dataset/*", dataset=private["name"],
+        address="http://example.com/hook")
+    assert helpers.call_action("webhook_show", id=hook_id)["filters"][
+        "dataset"] == private["id"]
+
+
+# --- listing ------------------------------------------------------------
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.allow_anonymous", "false")
+def test_anonymous_creation_can_be_turned_off():
+    with pytest.raises(tk.NotAuthorized):
+        helpers.call_action("webhook_create", context={
+            "user": "", "ignore_auth": False}, topic="dataset/create",
+            address="http://example.com/hook")
+    user = factories.User()
+    assert helpers.call_action(
+        "webhook_create", context={"user": user["name"],
+                                   "ignore_auth": False},
+        topic="dataset/create", address="http://example.com/hook")
