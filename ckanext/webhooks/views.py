@@ -210,6 +210,8 @@ def read(id: str):
         "delivery_labels": _delivery_labels(),
         "filter_labels": _filter_labels(),
         "receiver_path": _receiver_path(hook["address"]),
+        "pending_hours": max(1, round(
+            tk.config.get("ckanext.webhooks.pending_ttl") / 3600)),
     })
 
 

@@ -1,0 +1,421 @@
+"""What every benchmark shares: paths, CKAN in-process, bulk hooks, nginx.
+
+The benchmarks talk to their own database (ckan_bench) and Redis db (9), both
+named in bench/bench.ini, and reset the webhooks tables between benchmarks.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Iterable, Optional
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+INI = os.path.join(BENCH, "bench.ini")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+PYTHON = os.path.join(VENV_BIN, "python")
+CKAN = os.path.join(VENV_BIN, "ckan")
+
+DSN = dict(host="127.0.0.1", user="ckan_default", password="pass",
+           dbname="ckan_bench")
+REDIS_URL = "redis://127.0.0.1:6379/9"
+
+
+def log(*parts: Any) -> None:
+    print("[bench {}]".format(time.strftime("%H:%M:%S")), *parts,
+          file=sys.stderr, flush=True)
+
+
+# --- statistics ---------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# --- CKAN in-process ------------------------------------------------------------
+
+def plugin_list(webhooks_on: bool) -> str:
+    from ckan.cli import load_config
+    plugins = load_config(INI)["ckan.plugins"].split()
+    if not webhooks_on:
+        plugins = [p for p in plugins if p != "webhooks"]
+    return " ".join(plugins)
+
+
+def make_app(webhooks_on: bool = True):
+    """CKAN's WSGI app from bench.ini, with or without the webhooks plugin."""
+    from ckan.cli import load_config
+    from ckan.config.middleware import make_app as ckan_make_app
+    conf = load_config(INI)
+    if not webhooks_on:
+        conf["ckan.plugins"] = " ".join(
+            p for p in conf["ckan.plugins"].split() if p != "webhooks")
+    return ckan_make_app(conf)
+
+
+def sysadmin_context() -> dict[str, Any]:
+    import ckan.plugins.toolkit as tk
+    site_user = tk.get_action("get_site_user")({"ignore_auth": True}, {})
+    return {"user": site_user["name"], "ignore_auth": False}
+
+
+def ensure_datasets(names: Iterable[str], org_name: str,
+                    group_name: Optional[str] = None) -> dict[str, dict]:
+    """Create (once) an organization, a group and datasets with resources."""
+    import ckan.model as model
+    import ckan.plugins.toolkit as tk
+    context = sysadmin_context
+    # organization_create/group_create call package_search, which the no-Solr
+    # stand-in cannot answer: make the two groups directly
+    org = _group(org_name, is_organization=True)
+    group = _group(group_name, is_organization=False) if group_name else None
+    datasets = {}
+    for name in names:
+        try:
+            pkg = tk.get_action("package_show")(context(), {"id": name})
+        except tk.ObjectNotFound:
+            pkg = tk.get_action("package_create")(context(), {
+                "name": name, "title": "Benchmark " + name,
+                "owner_org": org["id"], "notes": "created by bench/run",
+                "tags": [{"name": "bench"}, {"name": "webhooks"}],
+                "extras": [{"key": "source", "value": "bench"}],
+                "groups": [{"id": group["id"]}] if group else [],
+                "resources": [
+                    {"url": "http://example.com/data.csv", "name": "data",
+                     "format": "CSV"},
+                    {"url": "http://example.com/api", "name": "api",
+                     "format": "JSON"},
+                ]})
+        datasets[name] = pkg
+    return datasets
+
+
+def _group(name: str, is_organization: bool) -> dict:
+    import ckan.model as model
+    group = model.Group.get(name)
+    if group is None:
+        group = model.Group(
+            name=name, title=name,
+            type="organization" if is_organization else "group",
+            is_organization=is_organization)
+        model.Session.add(group)
+        model.Session.commit()
+    return {"id": group.id, "name": group.name}
+
+
+# --- the database ---------------------------------------------------------------
+
+def connect():
+    import psycopg2
+    conn = psycopg2.connect(**DSN)
+    conn.autocommit = True
+    return conn
+
+
+def reset_webhooks(conn) -> None:
+    """Forget every hook, event and delivery, and every queued job."""
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE webhooks_delivery, webhooks_event, "
+                    "webhooks_hook")
+    flush_redis()
+
+
+def flush_redis() -> None:
+    import redis
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def new_secret() -> str:
+    import base64
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+_HOOK_COLUMNS = ("id", "topic", "address", "owner_id", "secret", "status",
+                 "filter_dataset", "filter_organization", "filter_group",
+                 "filter_resource", "created", "client_errors")
+
+
+def hook_row(topic: str, address: str, **filters: Optional[str]) -> dict:
+    return {"id": secrets.token_urlsafe(32), "topic": topic,
+            "address": address, "owner_id": None, "secret": new_secret(),
+            "status": filters.pop("status", "active"),
+            "filter_dataset": filters.get("dataset"),
+            "filter_organization": filters.get("organization"),
+            "filter_group": filters.get("group"),
+            "filter_resource": filters.get("resource"),
+            "created": "2026-01-01 00:00:00", "client_errors": 0}
+
+
+def insert_hooks(conn, rows: list[dict]) -> None:
+    """Bulk insert with COPY (the action has a rate limit and an address cap)."""
+    buf = io.StringIO()
+    for row in rows:
+        buf.write("\t".join(
+            "\\N" if row[c] is None else str(row[c]) for c in _HOOK_COLUMNS))
+        buf.write("\n")
+    buf.seek(0)
+    with conn.cursor() as cur:
+        cur.copy_from(buf, "webhooks_hook", columns=_HOOK_COLUMNS)
+        cur.execute("ANALYZE webhooks_hook")
+
+
+def filler_hooks(count: int, address: str) -> list[dict]:
+    """Hooks that match nothing the benchmarks do: filtered elsewhere, or
+    other topics. The mix is the one described in docs/benchmarks.rst."""
+    rows = []
+    other_datasets = max(1, count // 10)
+    other_orgs = max(1, count // 100)
+    other_groups = max(1, count // 200)
+    for i in range(count):
+        share = i % 20
+        if share < 12:      # 60%: another dataset
+            rows.append(hook_row(
+                "dataset/*" if i % 2 else "dataset/update", address,
+                dataset="ds-%d" % (i % other_datasets)))
+        elif share < 15:    # 15%: another organization
+            rows.append(hook_row("dataset/update", address,
+                                 organization="org-%d" % (i % other_orgs)))
+        elif share < 16:    # 5%: another group
+            rows.append(hook_row("dataset/*", address,
+                                 group="group-%d" % (i % other_groups)))
+        elif share < 18:    # 10%: a resource of another dataset
+            rows.append(hook_row("resource/*", address,
+                                 resource="res-%d" % i))
+        else:               # 10%: no filter, another topic
+            rows.append(hook_row(
+                ("dataset/create", "dataset/delete", "resource/create",
+                 "resource/update", "resource/*")[i % 5], address))
+    return rows
+
+
+# --- nginx, the fast receiver ----------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 1m;
+    client_body_buffer_size 256k;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    log_format arrivals '$msec $http_webhook_id $status';
+    access_log {dir}/access.log arrivals;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 204; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx from Debian answering 204 to anything, logging arrival times."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="webhooks-bench-nginx-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.proc: Optional[subprocess.Popen] = None
+        self._offset = 0
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:{}".format(self.port)
+
+    def start(self) -> "Nginx":
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(nginx):
+            raise SystemExit("nginx is not installed: apt-get install -y "
+                             "nginx-light")
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(_NGINX_CONF.format(dir=self.dir, port=self.port))
+        open(self.access_log, "w").close()
+        self.proc = subprocess.Popen(
+            [nginx, "-c", conf, "-p", self.dir, "-e",
+             os.path.join(self.dir, "error.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("nginx did not start: see " + self.dir)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("nginx did not listen within 10s: see " + self.dir)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def mark(self) -> None:
+        """Arrivals from now on are the ones ``wait_for`` counts."""
+        self._offset = os.path.getsize(self.access_log)
+
+    def arrivals(self) -> list[tuple[float, str, str]]:
+        with open(self.access_log, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        # only whole lines
+        data = data[:data.rfind(b"\n") + 1]
+        out = []
+        for line in data.decode().splitlines():
+            msec, message_id, status = line.split(" ")
+            out.append((float(msec), message_id, status))
+        return out
+
+    def wait_for(self, count: int, timeout: float) -> list[tuple]:
+        """The arrivals since ``mark`` once there are ``count``, or a
+        timeout error naming how many came."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            size = os.path.getsize(self.access_log) - self._offset
+            # a line is at least ~40 bytes: read only when it can be enough
+            if size >= count * 20:
+                got = self.arrivals()
+                seen = len(got)
+                if seen >= count:
+                    return got
+            time.sleep(0.005)
+        raise TimeoutError("{} of {} deliveries arrived within {}s".format(
+            seen, count, timeout))
+
+
+# --- the worker process -----------------------------------------------------------
+
+class Worker:
+    """A real ``ckan webhooks worker`` process on bench.ini."""
+
+    def __init__(self, name: str, logdir: str):
+        self.name = name
+        self.log_path = os.path.join(logdir, "worker-{}.log".format(name))
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Worker":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [CKAN, "-c", INI, "webhooks", "worker"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("worker died: see " + self.log_path)
+            with open(self.log_path) as f:
+                if "Listening on" in f.read():
+                    return self
+            time.sleep(0.1)
+        raise SystemExit("worker not ready in 60s: see " + self.log_path)
+
+    def rss_kib(self) -> int:
+        with open("/proc/{}/status".format(self.proc.pid)) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            # rq: SIGINT/SIGTERM = warm shutdown; a second one = cold
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        self.proc = None
+
+
+# --- machine description ------------------------------------------------------------
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg = cur.fetchone()[0]
+    conn.close()
+    import redis
+    info = redis.Redis.from_url(REDIS_URL).info("server")
+    nginx = subprocess.run([shutil.which("nginx") or "nginx", "-v"],
+                           capture_output=True, text=True).stderr.strip()
+    import ckan
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": "{:.1f} GiB".format(mem_kib / 1024 / 1024),
+        "postgresql": pg,
+        "redis": info.get("redis_version", "?"),
+        "nginx": nginx.replace("nginx version: ", ""),
+        "python": sys.version.split()[0],
+        "ckan": ckan.__version__,
+    }
+
+
+def dump_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex

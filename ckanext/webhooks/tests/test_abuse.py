@@ -1,0 +1,312 @@
+"""Abuse resistance: SSRF guard, rebinding, response limits, rate limits,
+the address cap, property-based input tests and the receiver examples."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks.model import Hook
+from ckanext.webhooks.tests.receiver import Answer
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs",
+                        "examples")
+
+PRIVATE_SPELLINGS = [
+    "http://127.0.0.1/hook", "http://127.1/hook", "http://2130706433/hook",
+    "http://0x7f000001/hook", "http://0177.0.0.1/hook",
+    "http://localhost/hook", "http://LOCALHOST./hook",
+    "http://foo.localhost/hook", "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook", "http://[::ffff:7f00:1]/hook",
+    "http://10.0.0.1/hook", "http://172.16.5.4/hook",
+    "http://192.168.1.1/hook", "http://169.254.169.254/latest/meta-data",
+    "http://100.64.0.1/hook", "http://0.0.0.0/hook", "http://0/hook",
+    "http://224.0.0.1/hook", "http://239.255.255.250/hook",
+    "http://[fc00::1]/hook", "http://[fd12:3456::1]/hook",
+    "http://[fe80::1]/hook", "http://192.0.2.1/hook",
+    "http://198.51.100.7/hook", "http://203.0.113.9/hook",
+    "http://[2001:db8::1]/hook", "http://240.0.0.1/hook",
+    "http://255.255.255.255/hook", "https://127.0.0.1:8443/hook",
+]
+
+
+def _anonymous():
+    return {"user": "", "ignore_auth": False}
+
+
+def _hook_count() -> int:
+    model.Session.remove()
+    return model.Session.query(Hook).count()
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.allow_private_addresses", "false")
+@pytest.mark.parametrize("address", PRIVATE_SPELLINGS)
+def test_private_address_in_any_spelling_is_refused(address):
+    with pytest.raises(tk.ValidationError) as e:
+        helpers.call_action("webhook_create", context=_anonymous(),
+                            topic="dataset/create", address=address)
+    assert "private" in e.value.error_dict["address"][0]
+    assert _hook_count() == 0
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.allow_private_addresses", "false")
+@pytest.mark.parametrize("address", ["http://8.8.8.8/hook",
+                                     "https://[2606:4700::1111]/x",
+                                     "http://example.com/callback"])
+def test_public_or_unresolvable_address_is_accepted(address):
+    assert helpers.call_action("webhook_create", context=_anonymous(),
+                               topic="dataset/create", address=address)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """Names that resolve to the IPs the test says, in order."""
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            ip = answers[host].pop(0) if len(answers[host]) > 1 \
+                else answers[host][0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_rebinding_name_is_refused_at_delivery(fake_dns, receiver,
+                                               run_jobs):
+    port = receiver.server.server_port
+    fake_dns["rebind.example"] = ["93.184.216.34", "127.0.0.1"]
+    tk.config["ckanext.webhooks.allow_private_addresses"] = False
+    try:
+        hook_id = helpers.call_action(
+            "webhook_create", context=_anonymous(), topic="dataset/create",
+            address="http://rebind.example:{}/hook".format(port))
+        factories.Dataset()
+        run_jobs()
+    finally:
+        tk.config["ckanext.webhooks.allow_private_addresses"] = True
+    assert receiver.arrived == []
+    [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert row["status"] == "pending" and "private" in row["error"]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_attempt_connects_to_the_resolved_ip_and_keeps_the_host_name(
+        fake_dns, receiver, run_jobs):
+    port = receiver.server.server_port
+    fake_dns["receiver.example"] = ["127.0.0.1"]
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address="http://receiver.example:{}/hook".format(port))
+    factories.Dataset()
+    run_jobs()
+    [got] = receiver.requests
+    assert got.headers["host"] == "receiver.example:{}".format(port)
+    assert "x-webhooks-tls-name" not in got.headers
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_address_turned_private_is_refused_at_delivery(receiver, run_jobs):
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    tk.config["ckanext.webhooks.allow_private_addresses"] = False
+    try:
+        factories.Dataset()
+        run_jobs()
+    finally:
+        tk.config["ckanext.webhooks.allow_private_addresses"] = True
+    assert receiver.arrived == []
+    [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert row["error"].startswith("refused")
+
+
+class _EndlessServer:
+    """Answers 200, then sends body bytes forever (or very slowly)."""
+
+    def __init__(self, pause: float):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.pause = pause
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self):
+        return "http://127.0.0.1:{}/".format(self.sock.getsockname()[1])
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,),
+                             daemon=True).start()
+
+    def _drip(self, conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            while not self.stop.is_set():
+                conn.sendall(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+                if self.pause:
+                    time.sleep(self.pause)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.timeout", "2")
+@pytest.mark.parametrize("pause", [0, 0.5], ids=["endless", "slow"])
+def test_endless_or_slow_answer_cannot_pin_a_worker(run_jobs, pause):
+    server = _EndlessServer(pause)
+    try:
+        hook_id = helpers.call_action("webhook_create",
+                                      topic="dataset/create",
+                                      address=server.url())
+        factories.Dataset()
+        started = time.monotonic()
+        run_jobs()
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert row["status"] == "succeeded"  # the status line was 200
+    assert elapsed < 10, elapsed
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.anonymous_create_limit", "2")
+def test_anonymous_creation_is_rate_limited_per_client_address(app, reset_redis):
+    reset_redis()
+    url = "/api/3/action/webhook_create"
+    data = {"topic": "dataset/create", "address": "http://example.com/a"}
+    for _ in range(2):
+        assert app.post(url, json=data,
+                        environ_base={"REMOTE_ADDR": "203.0.113.5"}
+                        ).status_code == 200
+    before = _hook_count()
+    response = app.post(url, json=data,
+                        environ_base={"REMOTE_ADDR": "203.0.113.5"})
+    assert response.status_code == 409
+    assert "rate_limit" in response.json["error"]
+    assert _hook_count() == before
+    # another client is not affected
+    assert app.post(url, json=data,
+                    environ_base={"REMOTE_ADDR": "203.0.113.6"}
+                    ).status_code == 200
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.ckan_config("ckanext.webhooks.max_hooks_per_address", "2")
+def test_hooks_per_address_are_capped():
+    for _ in range(2):
+        helpers.call_action("webhook_create", topic="dataset/create",
+                            address="http://example.com/victim")
+    with pytest.raises(tk.ValidationError) as e:
+        helpers.call_action("webhook_create", topic="dataset/update",
+                            address="http://example.com/victim")
+    assert "maximum" in e.value.error_dict["address"][0]
+    assert _hook_count() == 2
+
+
+# --- property-based: no input makes a 500, a failure stores nothing -------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6)
+
+_fields = st.sampled_from(["topic", "address", "dataset", "organization",
+                           "group", "resource", "id", "limit", "offset",
+                           "delivery_id", "extra"])
+
+_good = {"topic": st.sampled_from(["dataset/create", "resource/*",
+                                   "dataset/nope"]),
+         "address": st.sampled_from(["http://example.com/h", "ftp://x",
+                                     "http://", "http://a.b/" + "x" * 2100])}
+
+
+@st.composite
+def _inputs(draw):
+    data = draw(st.dictionaries(_fields, _json_values, max_size=5))
+    for key, strategy in _good.items():
+        if draw(st.booleans()):
+            data[key] = draw(strategy)
+    return data
+
+
+@pytest.mark.usefixtures("webhooks")
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=_inputs(), action=st.sampled_from([
+    "webhook_create", "webhook_show", "webhook_delete", "webhook_list",
+    "webhook_ping", "webhook_delivery_list", "webhook_redeliver",
+    "webhook_rotate_secret"]))
+def test_no_input_makes_a_server_error_or_stores_anything(app, data, action):
+    before = _hook_count()
+    response = app.post("/api/3/action/" + action, json=data)
+    assert response.status_code in (200, 403, 404, 409), response.body
+    if response.status_code != 200 or action != "webhook_create":
+        assert _hook_count() == before
+    if response.status_code == 409:
+        assert response.json["error"]["__type"] == "Validation Error"
+
+
+# --- the receiver guide's examples verify real deliveries ----------------
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.parametrize("command", [
+    [sys.executable, "receive_standardwebhooks.py"],
+    [sys.executable, "receive_hmac.py"],
+    ["node", "receive.js"]], ids=["standardwebhooks", "hmac", "node"])
+def test_receiver_guide_examples_verify_a_real_delivery(
+        command, receiver, run_jobs):
+    if shutil.which(command[0]) is None:
+        pytest.skip(command[0] + " is not installed")
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    helpers.call_action("webhook_rotate_secret", id=hook_id)
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    factories.Dataset()
+    run_jobs()
+    [got] = receiver.requests
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    request = json.dumps({"headers": got.headers,
+                          "body": got.body.decode()})
+
+    def run(secret_):
+        return subprocess.run(command + [secret_], input=request, text=True,
+                              capture_output=True, cwd=EXAMPLES, timeout=60)
+
+    ok = run(secret)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("OK dataset/create msg_")
+    wrong = run("whsec_" + "A" * 43 + "=")
+    assert wrong.returncode != 0
