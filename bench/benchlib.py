@@ -76,6 +76,12 @@ def make_app(webhooks_on: bool = True):
     return ckan_make_app(conf)
 
 
+def request_context(app):
+    """A Flask request context of CKAN's app, as actions expect."""
+    flask_app = getattr(app, "_wsgi_app", app)
+    return flask_app.test_request_context()
+
+
 def sysadmin_context() -> dict[str, Any]:
     import ckan.plugins.toolkit as tk
     site_user = tk.get_action("get_site_user")({"ignore_auth": True}, {})

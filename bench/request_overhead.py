@@ -26,8 +26,7 @@ def child(mode: str) -> None:
     import ckan.plugins as plugins
     import ckan.plugins.toolkit as tk
     assert plugins.plugin_loaded("webhooks") == webhooks_on
-    with app._wsgi_app.test_request_context() if hasattr(
-            app, "_wsgi_app") else app.test_request_context():
+    with benchlib.request_context(app):
         name = "bench-overhead-" + mode
         benchlib.ensure_datasets([name], "bench-org", "bench-group")
         context = benchlib.sysadmin_context

@@ -107,14 +107,15 @@ class Outcome:
             or self.status in (408, 429)
 
     @property
+    def redirect(self) -> bool:
+        """Redirects are not followed: a misconfigured address, not retried."""
+        return self.status is not None and 300 <= self.status < 400
+
+    @property
     def client_error(self) -> bool:
         return self.status is not None and 400 <= self.status < 500 \
             and not self.retryable
 
-    @property
-    def counts_as_failure(self) -> bool:
-        """Not a success: 3xx (redirects are not followed), 4xx, 5xx, errors."""
-        return not self.succeeded
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:

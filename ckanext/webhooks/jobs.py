@@ -346,6 +346,9 @@ def _record(plans: list[_Plan]) -> dict[float, list[str]]:
         if outcome.gone:
             _finish(message, DELIVERY_FAILED, **common)
             doomed.add(hook.id)
+        elif outcome.redirect:
+            _finish(message, DELIVERY_FAILED, **dict(
+                common, error="redirects are not followed"))
         elif outcome.client_error:
             _finish(message, DELIVERY_FAILED, **common)
             hook.client_errors = (hook.client_errors or 0) + 1

@@ -1,0 +1,595 @@
+"""The pages under /webhooks, as a browser without JavaScript uses them.
+
+Forms are read from the pages and submitted with the CSRF token they carry,
+in one cookie session, the way a browser does.
+"""
+from __future__ import annotations
+
+import datetime
+import html
+import re
+import types
+from html.parser import HTMLParser
+from typing import Optional
+
+import pytest
+from standardwebhooks import Webhook
+
+import ckan.model as model
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks.model import Hook
+from ckanext.webhooks.tests.receiver import Answer
+
+ADDRESS = "http://example.com/callback"
+
+
+# --- a tiny browser ----------------------------------------------------------
+
+class _Forms(HTMLParser):
+    """The forms of a page: action, method and the values they would send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+        self._select: Optional[str] = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"id": a.get("id"), "action": a.get("action"),
+                               "method": (a.get("method") or "get").lower(),
+                               "fields": {}})
+        elif not self.forms:
+            return
+        elif tag == "input" and a.get("name"):
+            self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "select":
+            self._select = a.get("name")
+            self.forms[-1]["fields"].setdefault(self._select, "")
+        elif tag == "option" and self._select and "selected" in a:
+            self.forms[-1]["fields"][self._select] = a.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+
+class Browser:
+    """One cookie session against the test app; ``headers`` log a user in."""
+
+    def __init__(self, app, headers: Optional[dict] = None) -> None:
+        self.client = app.test_client()
+        self.headers = headers or {}
+
+    def get(self, url: str, **kwargs):
+        return self.client.get(url, headers=self.headers, **kwargs)
+
+    def post(self, url: str, data: dict, **kwargs):
+        return self.client.post(url, data=data, headers=self.headers,
+                                **kwargs)
+
+    def submit(self, page, action_ends: str, **values):
+        """Fill the form whose action ends with ``action_ends``, submit it."""
+        parser = _Forms()
+        parser.feed(page.body)
+        forms = [f for f in parser.forms
+                 if (f["action"] or "").endswith(action_ends)]
+        assert forms, "no form posting to {} on the page".format(action_ends)
+        form = forms[0]
+        assert form["method"] == "post"
+        assert form["fields"].get("_csrf_token"), "the form has no CSRF token"
+        data = dict(form["fields"], **values)
+        return self.post(form["action"], data)
+
+
+def _flashes(page) -> list[str]:
+    block = re.search(r'<div class="flash-messages">(.*?)</div>\s*'
+                      r'(?=<div class="toolbar")', page.body, re.S)
+    assert block, "no flash area on the page"
+    return [html.unescape(re.sub(r"\s+", " ", m).strip()) for m in re.findall(
+        r'<div class="alert[^"]*">(.*?)</div>', block.group(1), re.S)]
+
+
+def _field_group(page, field_id: str) -> str:
+    """The form-group of one field: its label, input, errors and help."""
+    body = page.body
+    label = body.index('for="{}"'.format(field_id))
+    start = body.rindex('<div class="form-group', 0, label)
+    following = [i for i in (body.find('<div class="form-group', label),
+                             body.find("</fieldset>", label),
+                             body.find("</form>", label)) if i != -1]
+    return body[start:min(following)]
+
+
+def _input_value(page, field_id: str) -> str:
+    tag = re.search(r'<input id="{}"[^>]*>'.format(re.escape(field_id)),
+                    page.body)
+    assert tag, "no input {}".format(field_id)
+    return html.unescape(re.search(r'value="([^"]*)"', tag.group(0)).group(1))
+
+
+def _hook_id_from(page) -> str:
+    path = page.request.path
+    assert re.fullmatch(r"/webhooks/[A-Za-z0-9_-]{22,}", path), path
+    return path.rsplit("/", 1)[1]
+
+
+def _anonymous_hook(address: str = ADDRESS, **data) -> str:
+    data.setdefault("topic", "dataset/create")
+    return helpers.call_action("webhook_create",
+                               context={"user": "", "ignore_auth": False},
+                               address=address, **data)
+
+
+def _hook_ids() -> set[str]:
+    model.Session.remove()
+    return {row.id for row in model.Session.query(Hook.id)}
+
+
+pytestmark = pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+
+
+# --- /webhooks ---------------------------------------------------------------
+
+def test_index_explains_and_offers_the_create_form(app):
+    page = app.get("/webhooks")
+    assert page.status_code == 200
+    body = page.body
+    assert "A webhook tells your own service" in body
+    form = re.search(r'<form id="webhook-create-form".*?</form>', body, re.S)
+    assert form and 'method="post"' in form.group(0)
+    assert 'name="_csrf_token"' in form.group(0)
+    for field_id, label in (("field-topic", "When"),
+                            ("field-address", "Send to"),
+                            ("field-dataset", "Dataset"),
+                            ("field-organization", "Organization")):
+        assert re.search(r'<label class="form-label" for="{}">.*?{}</label>'
+                         .format(field_id, label), form.group(0), re.S)
+    options = dict((v, html.unescape(t)) for v, t in re.findall(
+        r'<option value="([^"]*)"[^>]*>([^<]*)</option>', form.group(0)))
+    assert options["dataset/create"] == "A dataset is created"
+    assert options["dataset/update"] == "A dataset is updated"
+    assert options["dataset/delete"] == "A dataset is deleted"
+    assert options["dataset/*"] == "Anything happens to a dataset"
+    assert options["resource/create"] == "A resource is created"
+    assert options["resource/*"] == "Anything happens to a resource"
+    # open-by-id, with a label
+    assert 'action="/webhooks/open"' in body
+    assert '<label class="form-label" for="field-open-id">' in body
+    # nobody is logged in: nothing is listed
+    assert "Your webhooks" not in body
+
+
+def test_creating_a_hook_leads_to_its_page_with_a_flash(app, receiver):
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="dataset/*", address=receiver.url())
+    assert page.status_code == 200
+    hook_id = _hook_id_from(page)
+    assert any("Webhook created" in f for f in _flashes(page))
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["topic"] == "dataset/*"
+    assert hook["address"] == receiver.url()
+    assert _input_value(page, "field-secret") == hook["secret"]
+    assert _input_value(page, "field-hook-id") == hook_id
+    assert "Anything happens to a dataset" in page.body
+
+
+def test_creating_with_filters_by_name(app):
+    org = factories.Organization()
+    dataset = factories.Dataset(owner_org=org["id"])
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="resource/update", address=ADDRESS,
+                          dataset=dataset["name"], organization=org["name"])
+    hook = helpers.call_action("webhook_show", id=_hook_id_from(page))
+    assert hook["filters"]["dataset"] == dataset["id"]
+    assert hook["filters"]["organization"] == org["id"]
+    assert dataset["id"] in page.body and org["id"] in page.body
+
+
+def test_invalid_input_is_shown_beside_each_field_with_values_kept(app):
+    browser = Browser(app)
+    before = _hook_ids()
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="", address="ftp://example.com/x",
+                          dataset="  ")
+    assert page.status_code == 200
+    assert _hook_ids() == before
+    topic = _field_group(page, "field-topic")
+    assert 'class="form-group error' in topic
+    assert "error-block" in topic
+    address = _field_group(page, "field-address")
+    assert 'class="form-group error' in address
+    assert "error-block" in address
+    assert _input_value(page, "field-address") == "ftp://example.com/x"
+    assert "error-block" not in _field_group(page, "field-dataset")
+    # the form can be sent again as it is: it still has its CSRF token
+    assert 'name="_csrf_token"' in page.body
+
+
+def test_unknown_filters_are_shown_beside_their_fields(app):
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="dataset/update", address=ADDRESS,
+                          dataset="no-such-dataset",
+                          organization="no-such-org")
+    dataset = _field_group(page, "field-dataset")
+    assert "Dataset not found" in dataset
+    organization = _field_group(page, "field-organization")
+    assert "Organization not found" in organization
+    assert _input_value(page, "field-dataset") == "no-such-dataset"
+    assert _input_value(page, "field-organization") == "no-such-org"
+    assert _input_value(page, "field-address") == ADDRESS
+    assert re.search(r'<option value="dataset/update" selected>', page.body)
+    assert "Dataset not found" not in _field_group(page, "field-topic")
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.anonymous_create_limit", 1)
+def test_an_error_without_a_field_is_shown_above_the_form(app):
+    browser = Browser(app)
+    first = browser.submit(browser.get("/webhooks"), "/webhooks",
+                           topic="dataset/create", address=ADDRESS)
+    _hook_id_from(first)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="dataset/create", address=ADDRESS)
+    summary = re.search(r'<div class="error-explanation.*?</div>',
+                        page.body, re.S)
+    assert summary and "Too many webhooks" in summary.group(0)
+    assert _input_value(page, "field-address") == ADDRESS
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.allow_anonymous", False)
+def test_where_login_is_required_anonymous_visitors_are_told(app):
+    browser = Browser(app)
+    page = browser.get("/webhooks")
+    assert "you need to log in to create a webhook" in page.body
+    assert 'id="webhook-create-form"' not in page.body
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
+    refused = browser.post("/webhooks", {
+        "_csrf_token": token.group(1), "topic": "dataset/create",
+        "address": ADDRESS})
+    assert refused.status_code == 403
+    assert _hook_ids() == set()
+
+
+# --- CSRF --------------------------------------------------------------------
+
+@pytest.mark.ckan_config("WTF_CSRF_ENABLED", True)
+@pytest.mark.ckan_config("ckan.csrf_protection.ignore_extensions", True)
+def test_a_post_without_the_csrf_token_is_refused(app):
+    """CKAN exempts extension blueprints by default; these pages are not."""
+    hook_id = _anonymous_hook()
+    browser = Browser(app)
+    browser.get("/webhooks")  # the session exists, but the token is not sent
+    created = browser.post("/webhooks", {"topic": "dataset/create",
+                                         "address": "http://example.org/a"})
+    assert created.status_code == 400
+    assert _hook_ids() == {hook_id}
+    for action in ("ping", "rotate", "delete"):
+        response = browser.post("/webhooks/{}/{}".format(hook_id, action), {})
+        assert response.status_code == 400, action
+    forged = browser.post("/webhooks/{}/delete".format(hook_id),
+                          {"_csrf_token": "forged"})
+    assert forged.status_code == 400
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+    assert hook["previous_secret_expires"] is None
+
+
+@pytest.mark.ckan_config("WTF_CSRF_ENABLED", True)
+def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
+    user = factories.User(password="correct123")
+    browser = Browser(app)
+    login = browser.get("/user/login")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', login.body)
+    browser.post("/user/login", {"_csrf_token": token.group(1),
+                                 "login": user["name"],
+                                 "password": "correct123"},
+                 follow_redirects=False)
+    assert "Your webhooks" in browser.get("/webhooks").body  # logged in
+    refused = browser.post("/webhooks", {"topic": "dataset/create",
+                                         "address": ADDRESS})
+    assert refused.status_code == 400
+    assert _hook_ids() == set()
+    page = browser.submit(browser.get("/webhooks"), "/webhooks",
+                          topic="dataset/create", address=ADDRESS)
+    hook_id = _hook_id_from(page)
+    mine = helpers.call_action("webhook_list", context={"user": user["name"]})
+    assert [h["id"] for h in mine] == [hook_id]
+
+
+def test_every_form_carries_the_csrf_token(app, receiver):
+    hook_id = _anonymous_hook(receiver.url())
+    helpers.call_action("webhook_ping", id=hook_id)
+    for url in ("/webhooks", "/webhooks/" + hook_id,
+                "/webhooks/{}/delete".format(hook_id)):
+        parser = _Forms()
+        parser.feed(app.get(url).body)
+        posting = [f for f in parser.forms if f["method"] == "post"]
+        assert posting, url
+        for form in posting:
+            assert form["fields"].get("_csrf_token"), (url, form["action"])
+
+
+# --- /webhooks/<id> ----------------------------------------------------------
+
+def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
+                                                       run_jobs):
+    hook_id = _anonymous_hook(receiver.url(), topic="dataset/delete")
+    ping_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    hook = helpers.call_action("webhook_show", id=hook_id)
+
+    page = app.get("/webhooks/" + hook_id)
+    assert page.status_code == 200
+    assert "A dataset is deleted" in page.body
+    assert "dataset/delete" in page.body
+    assert html.escape(receiver.url()) in page.body
+    secret = re.search(r'<input id="field-secret"[^>]*>', page.body).group(0)
+    assert "readonly" in secret
+    assert _input_value(page, "field-secret") == hook["secret"]
+    assert '<label class="form-label" for="field-secret">' in page.body
+    assert 'data-webhooks-copy="field-secret"' in page.body
+    assert "1 succeeded, 0 failed, 0 pending" in page.body
+
+    row = re.search(r"<tr[^>]*>\s*<td><code>{}</code>.*?</tr>"
+                    .format(ping_id), page.body, re.S)
+    assert row, "the ping is not in the deliveries table"
+    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip() for c in
+             re.findall(r"<td>(.*?)</td>", row.group(0), re.S)]
+    assert cells[1] == "webhook/ping"
+    assert cells[2].startswith("Succeeded")
+    assert cells[3] == "204"
+    assert cells[4] == "1"
+    # the buttons
+    for action in ("ping", "rotate"):
+        assert 'action="/webhooks/{}/{}"'.format(hook_id, action) in page.body
+    assert 'href="/webhooks/{}/delete"'.format(hook_id) in page.body
+    # the page holds a secret: no cache may keep it
+    assert "no-store" in page.headers["Cache-Control"]
+
+
+def test_unknown_ids_are_404(app):
+    for url in ("/webhooks/no-such-hook", "/webhooks/no-such-hook/delete",
+                "/webhooks/" + "x" * 500):
+        response = app.get(url)
+        assert response.status_code == 404, url
+        assert "Webhook not found" in response.body
+    hook_id = _anonymous_hook()
+    helpers.call_action("webhook_delete", id=hook_id)
+    assert app.get("/webhooks/" + hook_id).status_code == 404
+
+
+def test_buttons_of_an_unknown_hook_are_404(app):
+    browser = Browser(app)
+    page = browser.get("/webhooks")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
+    for action in ("ping", "rotate", "delete"):
+        response = browser.post("/webhooks/no-such-hook/" + action,
+                                {"_csrf_token": token.group(1)})
+        assert response.status_code == 404, action
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
+def test_pending_hook_explains_the_challenge(app, receiver):
+    hook_id = _anonymous_hook(receiver.url())
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "pending"
+    page = app.get("/webhooks/" + hook_id)
+    assert "Waiting for verification" in page.body
+    explanation = re.search(r'<div class="alert alert-warning webhooks-pending'
+                            r'.*?</div>', page.body, re.S).group(0)
+    assert "webhook/verify" in explanation
+    assert "exactly the token" in explanation
+    assert '{"challenge": "TOKEN"}' in explanation
+
+
+def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
+                                                           run_jobs):
+    hook_id = _anonymous_hook(receiver.url("/incoming/ckan"))
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    ping = receiver.wait_for(1)[0]
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+
+    page = app.get("/webhooks/" + hook_id)
+    code = html.unescape(re.search(
+        r'<pre class="webhooks-snippet"><code>(.*?)</code></pre>',
+        page.body, re.S).group(1))
+    assert secret in code
+    assert "from standardwebhooks import Webhook" in code
+    module = types.ModuleType("receiver_snippet")
+    exec(compile(code, "receiver_snippet", "exec"), module.__dict__)
+    client = module.app.test_client()
+
+    signed = {k: v for k, v in ping.headers.items()
+              if k.startswith("webhook-")}
+    answer = client.post("/incoming/ckan", data=ping.body, headers=signed)
+    assert answer.status_code == 204
+    forged = client.post("/incoming/ckan", data=ping.body.replace(
+        b"{}", b'{"x": 1}'), headers=signed)
+    assert forged.status_code == 400
+
+    # a verification message, signed as the portal signs it
+    body = ('{"id": "msg_1", "type": "webhook/verify", "timestamp": "x", '
+            '"hook_id": "h", "data": {"challenge": "the-token"}}')
+    now = datetime.datetime.now(datetime.timezone.utc)
+    signature = Webhook(secret).sign("msg_1", now, body)
+    answer = client.post("/incoming/ckan", data=body, headers={
+        "webhook-id": "msg_1", "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature})
+    assert answer.status_code == 200
+    assert answer.get_data(as_text=True) == "the-token"
+
+
+# --- open by id --------------------------------------------------------------
+
+def test_open_by_id_goes_to_the_hook_page(app):
+    hook_id = _anonymous_hook()
+    page = app.get("/webhooks/open", query_string={"id": " " + hook_id + " "})
+    assert page.status_code == 200
+    assert page.request.path == "/webhooks/" + hook_id
+    assert page.history[0].status_code == 302
+
+    browser = Browser(app)
+    posted = browser.submit(browser.get("/webhooks"), "/webhooks",
+                            topic="dataset/create", address=ADDRESS)
+    assert posted.status_code == 200
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', posted.body)
+    by_post = browser.post("/webhooks/open", {"id": hook_id,
+                                              "_csrf_token": token.group(1)})
+    assert by_post.request.path == "/webhooks/" + hook_id
+
+
+def test_open_an_unknown_id_is_404_and_a_blank_one_an_error(app):
+    unknown = app.get("/webhooks/open", query_string={"id": "no-such-hook"})
+    assert unknown.status_code == 404
+    assert "Webhook not found" in unknown.body
+    blank = app.get("/webhooks/open", query_string={"id": " "})
+    assert blank.status_code == 200
+    group = _field_group(blank, "field-open-id")
+    assert "Enter the id of a webhook" in group and "error-block" in group
+
+
+# --- ping, rotate, redeliver, delete ----------------------------------------
+
+def test_ping_button_sends_a_signed_ping(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/ping".format(hook_id))
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any("Ping queued" in f for f in _flashes(page))
+    run_jobs()
+    got = receiver.wait_for(1)
+    secret = _input_value(browser.get("/webhooks/" + hook_id), "field-secret")
+    payload = got[0].verify(secret)
+    assert payload["type"] == "webhook/ping"
+    assert payload["data"] == {}
+    assert payload["hook_id"] == hook_id
+    # a flash is shown once
+    assert _flashes(browser.get("/webhooks/" + hook_id)) == []
+
+
+def test_rotate_button_replaces_the_secret(app):
+    hook_id = _anonymous_hook()
+    old = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/rotate".format(hook_id))
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any("The secret was replaced" in f for f in _flashes(page))
+    new = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    assert new != old
+    assert _input_value(page, "field-secret") == new
+    assert "The previous secret also signs deliveries until" in page.body
+
+
+def test_deliver_again_button(app, receiver, run_jobs):
+    receiver.answer("/hook", Answer(status=400))
+    hook_id = _anonymous_hook(receiver.url())
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    assert "Failed" in page.body
+    page = browser.submit(page, "/deliveries/{}/redeliver".format(message_id))
+    assert any("will be delivered again" in f for f in _flashes(page))
+    run_jobs()
+    got = receiver.wait_for(2)
+    assert [r.headers["webhook-id"] for r in got] == [message_id] * 2
+    [delivery] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert delivery["status"] == "succeeded"
+
+
+def test_delete_asks_first_and_deletes_on_confirmation(app):
+    hook_id = _anonymous_hook()
+    browser = Browser(app)
+    confirm = browser.get("/webhooks/{}/delete".format(hook_id))
+    assert confirm.status_code == 200
+    assert "Delete this webhook?" in confirm.body
+    assert html.escape(ADDRESS) in confirm.body
+    # looking at the confirmation deletes nothing
+    assert helpers.call_action("webhook_show", id=hook_id)["id"] == hook_id
+
+    page = browser.submit(confirm, "/webhooks/{}/delete".format(hook_id))
+    assert page.request.path == "/webhooks"
+    assert any("The webhook was deleted" in f for f in _flashes(page))
+    assert hook_id not in _hook_ids()
+    assert app.get("/webhooks/" + hook_id).status_code == 404
+
+
+def test_a_get_never_changes_anything(app):
+    hook_id = _anonymous_hook()
+    before = helpers.call_action("webhook_show", id=hook_id)
+    for action in ("ping", "rotate"):
+        assert app.get("/webhooks/{}/{}".format(hook_id, action)) \
+            .status_code == 405
+    after = helpers.call_action("webhook_show", id=hook_id)
+    assert after["secret"] == before["secret"]
+    assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+
+
+# --- whose hooks are listed --------------------------------------------------
+
+def test_logged_in_users_see_only_their_own_hooks(app):
+    alice = factories.UserWithToken()
+    bob = factories.UserWithToken()
+    as_alice = Browser(app, {"Authorization": alice["token"]})
+    as_bob = Browser(app, {"Authorization": bob["token"]})
+    alices = _hook_id_from(as_alice.submit(
+        as_alice.get("/webhooks"), "/webhooks", topic="dataset/create",
+        address="http://example.com/alice"))
+    bobs = _hook_id_from(as_bob.submit(
+        as_bob.get("/webhooks"), "/webhooks", topic="resource/*",
+        address="http://example.com/bob"))
+    anonymous = _anonymous_hook("http://example.com/anyone")
+
+    page = as_alice.get("/webhooks")
+    assert "Your webhooks" in page.body
+    listed = re.search(r'<table class="[^"]*webhooks-list.*?</table>',
+                       page.body, re.S).group(0)
+    assert alices in listed and "http://example.com/alice" in listed
+    assert "A dataset is created" in listed
+    for other in (bobs, anonymous, "example.com/bob", "example.com/anyone"):
+        assert other not in page.body
+
+    page = as_bob.get("/webhooks")
+    assert bobs in page.body and alices not in page.body
+
+    stranger = factories.UserWithToken()
+    page = Browser(app, {"Authorization": stranger["token"]}).get("/webhooks")
+    assert "You have no webhooks yet" in page.body
+    for hook_id in (alices, bobs, anonymous):
+        assert hook_id not in page.body
+
+
+def test_sysadmins_too_see_only_their_own_hooks(app):
+    admin = factories.SysadminWithToken()
+    user = factories.User()
+    theirs = helpers.call_action("webhook_create",
+                                 context={"user": user["name"]},
+                                 topic="dataset/create", address=ADDRESS)
+    mine = helpers.call_action("webhook_create",
+                               context={"user": admin["name"]},
+                               topic="dataset/update", address=ADDRESS)
+    page = Browser(app, {"Authorization": admin["token"]}).get("/webhooks")
+    assert mine in page.body
+    assert theirs not in page.body
+
+
+def test_the_anonymous_page_never_lists_hooks(app):
+    user = factories.User()
+    ids = [_anonymous_hook(),
+           helpers.call_action("webhook_create", context={"user": user["name"]},
+                               topic="dataset/create", address=ADDRESS)]
+    browser = Browser(app)
+    created = _hook_id_from(browser.submit(
+        browser.get("/webhooks"), "/webhooks", topic="dataset/create",
+        address=ADDRESS))
+    page = browser.get("/webhooks")
+    assert "Your webhooks" not in page.body
+    for hook_id in ids + [created]:
+        assert hook_id not in page.body
