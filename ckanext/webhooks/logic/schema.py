@@ -21,7 +21,8 @@ TOPICS = (
     "resource/create", "resource/update", "resource/delete", "resource/*",
 )
 
-_ID = fields.String(required=True, validate=validate.Length(min=1, max=200))
+# any string may be looked up: unknown ids of any shape are simply NotFound
+_ID = fields.String(required=True)
 
 
 class _Base(Schema):
@@ -78,8 +79,7 @@ class DeliveryListSchema(_Base):
 
 class RedeliverSchema(_Base):
     id = _ID
-    delivery_id = fields.String(required=True,
-                                validate=validate.Length(min=1, max=200))
+    delivery_id = fields.String(required=True)
 
 
 class HookListSchema(_Base):

@@ -234,6 +234,7 @@ def test_an_error_without_a_field_is_shown_above_the_form(app):
     _hook_id_from(first)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
                           topic="dataset/create", address=ADDRESS)
+    open("/tmp/pages/scratch/rate.html", "w").write(page.body)
     summary = re.search(r'<div class="error-explanation.*?</div>',
                         page.body, re.S)
     assert summary and "Too many webhooks" in summary.group(0)
