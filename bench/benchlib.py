@@ -353,15 +353,27 @@ class Worker:
             [CKAN, "-c", INI, "webhooks", "worker"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True)
-        deadline = time.monotonic() + 60
+        try:
+            self._wait_registered(60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_registered(self, timeout: float) -> None:
+        """Ready once RQ lists a worker with this pid in Redis."""
+        import redis
+        r = redis.Redis.from_url(REDIS_URL)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit("worker died: see " + self.log_path)
-            with open(self.log_path) as f:
-                if "Listening on" in f.read():
-                    return self
+            for key in r.smembers("rq:workers"):
+                if r.hget(key, "pid") == str(self.proc.pid).encode():
+                    return
             time.sleep(0.1)
-        raise SystemExit("worker not ready in 60s: see " + self.log_path)
+        raise SystemExit("worker not ready in {}s: see {}".format(
+            timeout, self.log_path))
 
     def rss_kib(self) -> int:
         with open("/proc/{}/status".format(self.proc.pid)) as f:

@@ -91,18 +91,16 @@ def fake_dns(monkeypatch):
 
 @pytest.mark.usefixtures("webhooks")
 def test_rebinding_name_is_refused_at_delivery(fake_dns, receiver,
-                                               run_jobs):
+                                               run_jobs, monkeypatch):
     port = receiver.server.server_port
     fake_dns["rebind.example"] = ["93.184.216.34", "127.0.0.1"]
-    tk.config["ckanext.webhooks.allow_private_addresses"] = False
-    try:
-        hook_id = helpers.call_action(
-            "webhook_create", context=_anonymous(), topic="dataset/create",
-            address="http://rebind.example:{}/hook".format(port))
-        factories.Dataset()
-        run_jobs()
-    finally:
-        tk.config["ckanext.webhooks.allow_private_addresses"] = True
+    monkeypatch.setitem(tk.config,
+                        "ckanext.webhooks.allow_private_addresses", False)
+    hook_id = helpers.call_action(
+        "webhook_create", context=_anonymous(), topic="dataset/create",
+        address="http://rebind.example:{}/hook".format(port))
+    factories.Dataset()
+    run_jobs()
     assert receiver.arrived == []
     [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
     assert row["status"] == "pending" and "private" in row["error"]
@@ -123,15 +121,14 @@ def test_attempt_connects_to_the_resolved_ip_and_keeps_the_host_name(
 
 
 @pytest.mark.usefixtures("webhooks")
-def test_address_turned_private_is_refused_at_delivery(receiver, run_jobs):
+def test_address_turned_private_is_refused_at_delivery(receiver, run_jobs,
+                                                      monkeypatch):
     hook_id = helpers.call_action("webhook_create", topic="dataset/create",
                                   address=receiver.url())
-    tk.config["ckanext.webhooks.allow_private_addresses"] = False
-    try:
-        factories.Dataset()
-        run_jobs()
-    finally:
-        tk.config["ckanext.webhooks.allow_private_addresses"] = True
+    monkeypatch.setitem(tk.config,
+                        "ckanext.webhooks.allow_private_addresses", False)
+    factories.Dataset()
+    run_jobs()
     assert receiver.arrived == []
     [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
     assert row["error"].startswith("refused")
