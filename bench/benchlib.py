@@ -342,15 +342,17 @@ class Nginx:
 class Worker:
     """A real ``ckan webhooks worker`` process on bench.ini."""
 
-    def __init__(self, name: str, logdir: str):
+    def __init__(self, name: str, logdir: str, prefix: tuple = ()):
         self.name = name
+        # e.g. ("py-spy", "record", ..., "--") to profile the worker
+        self.prefix = list(prefix)
         self.log_path = os.path.join(logdir, "worker-{}.log".format(name))
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "Worker":
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [CKAN, "-c", INI, "webhooks", "worker"],
+            self.prefix + [CKAN, "-c", INI, "webhooks", "worker"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True)
         try:
@@ -369,7 +371,9 @@ class Worker:
             if self.proc.poll() is not None:
                 raise SystemExit("worker died: see " + self.log_path)
             for key in r.smembers("rq:workers"):
-                if r.hget(key, "pid") == str(self.proc.pid).encode():
+                pid = r.hget(key, "pid")
+                if pid and (pid == str(self.proc.pid).encode() or (
+                        self.prefix and _child_of(int(pid), self.proc.pid))):
                     return
             time.sleep(0.1)
         raise SystemExit("worker not ready in {}s: see {}".format(
@@ -395,6 +399,27 @@ class Worker:
                 self.proc.wait(5)
         self._log.close()
         self.proc = None
+
+
+def _child_of(pid: int, parent: int) -> bool:
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) == parent
+    except OSError:
+        return False
+
+
+def live_workers() -> list[int]:
+    """Pids of webhooks workers already registered on the bench Redis db:
+    left over from an interrupted run, they would take the benchmark's jobs."""
+    import redis
+    r = redis.Redis.from_url(REDIS_URL)
+    pids = []
+    for key in r.smembers("rq:workers"):
+        pid = r.hget(key, "pid")
+        if pid and os.path.exists("/proc/{}".format(int(pid))):
+            pids.append(int(pid))
+    return pids
 
 
 # --- machine description ------------------------------------------------------------

@@ -37,6 +37,8 @@ class Bench:
         self.nginx = benchlib.Nginx().start()
         self.names = ["bench-fanout-{}".format(i) for i in range(datasets)]
         self._count = 0
+        # package_update without a change records no event
+        self._token = benchlib.new_id()
 
     def setup(self) -> None:
         import ckan.plugins.toolkit as tk
@@ -79,7 +81,8 @@ class Bench:
             for _ in range(count):
                 self._count += 1
                 pkg = self.pkgs[self._count % len(self.pkgs)]
-                pkg["notes"] = "fan-out update {}".format(self._count)
+                pkg["notes"] = "fan-out update {} ({})".format(
+                    self._count, self._token)
                 update(benchlib.sysadmin_context(), dict(pkg))
         return started
 
@@ -193,11 +196,13 @@ def memory(bench: Bench, small: int, large: int) -> dict:
     per_step = 10  # events (10,000 deliveries) between waits
     try:
         readings[0] = worker.rss_kib()
-        marks = sorted({small, large} | set(range(
-            small, large + 1, max(small, (large - small) // 4))))
+        # whole events of MATCHING deliveries each, small first
+        step = max(MATCHING, (large - small) // 4 // MATCHING * MATCHING)
+        marks = sorted({small, large} | set(range(small, large, step)))
         for mark in marks:
             while delivered < mark:
-                events = min(per_step, (mark - delivered) // MATCHING)
+                events = max(1, min(per_step,
+                                    (mark - delivered) // MATCHING))
                 bench.nginx.mark()
                 bench.update(events)
                 expected = events * MATCHING

@@ -106,23 +106,23 @@ def _explain(call) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def run(iterations: int, sizes=(1000, 100000)) -> dict:
-    app = benchlib.make_app(webhooks_on=True)
+def run(app, iterations: int, sizes=(1000, 100000)) -> dict:
     conn = benchlib.connect()
     results = {}
     try:
         with benchlib.request_context(app):
             for size in sizes:
                 benchlib.log("matching: {} hooks".format(size))
-                results[size] = _time_size(conn, size, iterations)
+                results[str(size)] = _time_size(conn, size, iterations)
     finally:
         benchlib.reset_webhooks(conn)
         conn.close()
-    small, large = results[sizes[0]], results[sizes[-1]]
+    small, large = results[str(sizes[0])], results[str(sizes[-1])]
     return {"sizes": results,
             "ratio": large["median_ms"] / small["median_ms"]}
 
 
 if __name__ == "__main__":
-    out = run(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    out = run(benchlib.make_app(webhooks_on=True),
+              int(sys.argv[1]) if len(sys.argv) > 1 else 50)
     print(json.dumps(out, indent=2))

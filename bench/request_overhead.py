@@ -33,10 +33,13 @@ def child(mode: str) -> None:
         pkg = tk.get_action("package_show")(context(), {"id": name})
         update = tk.get_action("package_update")
         counter = [0]
+        # package_update without a change records no event
+        token = benchlib.new_id()
 
         def one() -> float:
             counter[0] += 1
-            pkg["notes"] = "update {} of the {} side".format(counter[0], mode)
+            pkg["notes"] = "update {} of the {} side ({})".format(
+                counter[0], mode, token)
             started = time.perf_counter()
             update(context(), dict(pkg))
             return time.perf_counter() - started

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Optional
 
 import requests
 import requests.adapters
+import urllib3
 
 import ckan.plugins.toolkit as tk
 
@@ -27,12 +29,53 @@ USER_AGENT = "ckanext-webhooks/" + __version__
 _local = threading.local()
 
 
+class _Watch:
+    """The connection one attempt uses, so a timer can cut it off."""
+
+    def __init__(self):
+        self.conn = None
+        self.expired = False
+
+    def cut(self) -> None:
+        self.expired = True
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _WatchedPool:
+    """Tells the current attempt's watch which connection it got."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        watch = getattr(_local, "watch", None)
+        if watch is not None:
+            watch.conn = conn
+        return conn
+
+
+class _WatchedHTTPPool(_WatchedPool, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSPool(_WatchedPool, urllib3.HTTPSConnectionPool):
+    pass
+
+
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
     """Connects to the vetted IP in the URL, verifies TLS for the real name.
 
     The name travels in the ``X-Webhooks-TLS-Name`` pseudo-header, which is
     removed before the request is sent.
     """
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
     def build_connection_pool_key_attributes(self, request, verify,
                                              cert=None):
@@ -157,27 +200,46 @@ def post_message(address: str, message_id: str, body: str,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(message_id, timestamp, body, secrets),
     }
+    # requests' timeouts bound each socket operation; a receiver trickling
+    # bytes could stretch one attempt far beyond them. The watch cuts the
+    # connection when the whole attempt is over time.
+    watch = _Watch()
+    _local.watch = watch
+    timer = threading.Timer(timeout, watch.cut)
+    timer.daemon = True
+    timer.start()
     try:
         with _http_session().post(
                 pinned.url, data=body.encode(), headers=headers,
                 timeout=(timeout, timeout), allow_redirects=False,
                 stream=True) as response:
             received = bytearray()
-            deadline = started + timeout
-            for chunk in response.iter_content(4096):
-                received.extend(chunk)
-                if len(received) >= max_bytes or time.monotonic() > deadline:
-                    break
+            try:
+                for chunk in response.iter_content(4096):
+                    received.extend(chunk)
+                    if len(received) >= max_bytes or watch.expired:
+                        break
+            except requests.RequestException:
+                if not watch.expired:
+                    raise
+            if watch.expired and len(received) < max_bytes:
+                # cut off mid-answer: headers or body came too slowly
+                return Outcome(None, "timeout after {}s".format(timeout),
+                               elapsed())
             return Outcome(
                 response.status_code, None, elapsed(),
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 response_body=bytes(received[:max_bytes]))
-    except requests.Timeout:
-        return Outcome(None, "timeout", elapsed())
-    except requests.ConnectionError as e:
-        return Outcome(None, "connection error: " + _short(e), elapsed())
     except requests.RequestException as e:
+        if watch.expired or isinstance(e, requests.Timeout):
+            return Outcome(None, "timeout after {}s".format(timeout),
+                           elapsed())
+        if isinstance(e, requests.ConnectionError):
+            return Outcome(None, "connection error: " + _short(e), elapsed())
         return Outcome(None, "request error: " + _short(e), elapsed())
+    finally:
+        timer.cancel()
+        _local.watch = None
 
 
 def _short(error: Exception) -> str:

@@ -1,6 +1,7 @@
 """Plugin ``webhooks``: wiring only; each concern lives in its own module."""
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
+from ckan.lib.plugins import DefaultTranslation
 
 from ckanext.webhooks import subscriptions
 
@@ -10,7 +11,8 @@ from ckanext.webhooks import subscriptions
 @tk.blanket.blueprints
 @tk.blanket.cli
 @tk.blanket.config_declarations
-class WebhooksPlugin(p.SingletonPlugin):
+class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
+    p.implements(p.ITranslation)
     p.implements(p.IConfigurer)
     p.implements(p.IConfigurable)
 

@@ -75,10 +75,18 @@ def _note(changes: dict, key: tuple, kind: str, **details: Any) -> None:
     known = changes.get(key)
     if known is None:
         changes[key] = dict(details, kind=kind)
-    elif _PRECEDENCE[kind] > _PRECEDENCE[known["kind"]]:
-        # keep the earliest "before" state, take the stronger kind
+    elif _PRECEDENCE[kind] >= _PRECEDENCE[known["kind"]]:
+        # take the stronger kind and what is known now; a dataset's "before"
+        # state stays the earliest one seen in this transaction
+        before = known.get("snapshot")
         known.update({k: v for k, v in details.items()
-                      if not k.startswith("was_")}, kind=kind)
+                      if v is not None}, kind=kind)
+        if before and known.get("snapshot") is not before:
+            known["snapshot"] = dict(
+                known["snapshot"], was_private=before["was_private"],
+                was_state=before["was_state"])
+        known["significant"] = bool(known.get("significant")) or bool(
+            details.get("significant"))
 
 
 def _collect_changes(session: Any, flush_context: Any) -> None:
@@ -123,6 +131,16 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
             _note(changes, ("resource", obj.id), kind,
                   package_id=obj.package_id, name=obj.name)
 
+    # tags, extras and group memberships live in their own rows: a change
+    # to them alone is a dataset update (CKAN bumps metadata_modified with a
+    # bulk UPDATE that the session never sees)
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        dataset_id = _dataset_of_related_row(obj)
+        if dataset_id and (obj in session.new or obj in session.deleted
+                           or _changed_columns(obj)):
+            _note(changes, ("dataset", dataset_id), "update",
+                  significant=True, snapshot=None)
+
     for obj in session.deleted:
         # purged: gone from the database
         if isinstance(obj, model.Package) and obj.state != "deleted":
@@ -131,6 +149,17 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
         elif isinstance(obj, model.Resource) and obj.state != "deleted":
             _note(changes, ("resource", obj.id), "delete",
                   package_id=obj.package_id, name=obj.name)
+
+
+def _dataset_of_related_row(obj: Any) -> str | None:
+    if isinstance(obj, (model.PackageTag, model.PackageExtra)):
+        return obj.package_id
+    # organization membership is the dataset's owner_org column; CKAN also
+    # keeps a Member row for it, committed separately, which is not news
+    if isinstance(obj, model.Member) and obj.table_name == "package" \
+            and obj.capacity != "organization":
+        return obj.table_id
+    return None
 
 
 def _group_ids_by_dataset(dataset_ids: set[str]) -> dict[str, list[str]]:
@@ -152,15 +181,17 @@ def _events_for(changes: dict) -> list[Event]:
     datasets = {k[1]: v for k, v in changes.items() if k[0] == "dataset"}
     resources = {k[1]: v for k, v in changes.items() if k[0] == "resource"}
 
-    # snapshots for datasets touched only through their resources
+    # snapshots for datasets touched only through resources or related rows
     for resource in resources.values():
-        dataset_id = resource["package_id"]
-        if dataset_id in datasets:
-            continue
-        pkg = model.Session.get(model.Package, dataset_id)
-        if pkg is not None:
-            datasets[dataset_id] = {"kind": None, "snapshot": _dataset_snapshot(
-                pkg, pkg.private, pkg.state)}
+        datasets.setdefault(resource["package_id"], {"kind": None})
+    for dataset_id, change in list(datasets.items()):
+        if change.get("snapshot") is None:
+            pkg = model.Session.get(model.Package, dataset_id)
+            if pkg is None:
+                del datasets[dataset_id]
+                continue
+            change["snapshot"] = _dataset_snapshot(pkg, pkg.private,
+                                                   pkg.state)
     groups = _group_ids_by_dataset(set(datasets))
     touched_by_resources = {r["package_id"] for r in resources.values()}
 

@@ -11,10 +11,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, request
 
-import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from ckanext.webhooks.model import Hook
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -96,22 +94,22 @@ def _context() -> dict[str, Any]:
     return {"user": "", "auth_user_obj": None}
 
 
+def _messages(error_dict: dict[str, Any]) -> dict[str, list[str]]:
+    return {key: [str(m) for m in value] if isinstance(value, list)
+            else [str(value)] for key, value in error_dict.items()}
+
+
 def _own_hooks() -> Optional[list[dict[str, Any]]]:
     """The logged-in user's own hooks; None for anonymous visitors."""
     user = tk.current_user
     if not user.is_authenticated:
         return None
     try:
-        hooks = tk.get_action("webhook_list")(_context(), {})
+        # pages only ever show a user their own hooks, sysadmins included
+        return tk.get_action("webhook_list")(
+            _context(), {"mine": True, "limit": 1000})
     except tk.NotAuthorized:
         return None
-    if user.sysadmin:
-        # webhook_list gives sysadmins everyone's hooks; pages only ever
-        # show a user their own
-        own = {row.id for row in model.Session.query(Hook.id).filter(
-            Hook.owner_id == user.id)}
-        hooks = [hook for hook in hooks if hook["id"] in own]
-    return hooks
 
 
 def _index_page(data: Optional[dict[str, Any]] = None,
@@ -161,14 +159,10 @@ def index():
         return _index_page(data, {"__input": [str(e) or tk._(
             "You are not allowed to create a webhook")]}, status=403)
     tk.h.flash_success(tk._(
-        "Webhook created. Bookmark this page: its address is the only way "
-        "to manage the webhook."))
+        "Webhook created. Bookmark this page or keep the webhook id: you "
+        "need one of them to manage the webhook later."))
     return tk.redirect_to("webhooks.read", id=hook_id)
 
-
-def _messages(error_dict: dict[str, Any]) -> dict[str, list[str]]:
-    return {key: [str(m) for m in value] if isinstance(value, list)
-            else [str(value)] for key, value in error_dict.items()}
 
 
 @webhooks.route("/open", methods=["GET", "POST"])

@@ -14,6 +14,8 @@ def _nothing(*args, **kwargs):
 
 
 def _no_results(self, *args, **kwargs):
+    # package_search reads these attributes after run()
+    self.count, self.results, self.facets = 0, [], {}
     return {"results": [], "count": 0, "facets": {}, "search_facets": {}}
 
 

@@ -235,6 +235,9 @@ def webhook_list(context, data_dict) -> list[dict[str, Any]]:
     :type limit: int, optional
     :param offset: skip this many hooks first (default 0)
     :type offset: int, optional
+    :param mine: only the caller's own hooks, also for sysadmins
+        (default false)
+    :type mine: bool, optional
 
     :returns: the hooks, as ``webhook_show`` returns them
     :rtype: list of dictionaries
@@ -245,7 +248,7 @@ def webhook_list(context, data_dict) -> list[dict[str, Any]]:
     if user is None:
         raise tk.NotAuthorized(tk._("You must be logged in"))
     query = model.Session.query(Hook)
-    if not user.sysadmin:
+    if data["mine"] or not user.sysadmin:
         query = query.filter(Hook.owner_id == user.id)
     hooks = query.order_by(Hook.created.desc(), Hook.id) \
         .offset(data["offset"]).limit(data["limit"]).all()

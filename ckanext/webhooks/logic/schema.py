@@ -21,8 +21,19 @@ TOPICS = (
     "resource/create", "resource/update", "resource/delete", "resource/*",
 )
 
+class Text(fields.String):
+    """A string PostgreSQL can store: no NUL characters."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any,
+                     **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text is not None and "\x00" in text:
+            raise SchemaError(tk._("Must not contain NUL characters"))
+        return text
+
+
 # any string may be looked up: unknown ids of any shape are simply NotFound
-_ID = fields.String(required=True)
+_ID = Text(required=True)
 
 
 class _Base(Schema):
@@ -34,15 +45,15 @@ class HookCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    topic = fields.String(required=True)
-    address = fields.String(required=True)
-    dataset = fields.String(load_default=None, allow_none=True,
+    topic = Text(required=True)
+    address = Text(required=True)
+    dataset = Text(load_default=None, allow_none=True,
                             validate=validate.Length(max=200))
-    organization = fields.String(load_default=None, allow_none=True,
+    organization = Text(load_default=None, allow_none=True,
                                  validate=validate.Length(max=200))
-    group = fields.String(load_default=None, allow_none=True,
+    group = Text(load_default=None, allow_none=True,
                           validate=validate.Length(max=200))
-    resource = fields.String(load_default=None, allow_none=True,
+    resource = Text(load_default=None, allow_none=True,
                              validate=validate.Length(max=200))
 
     @pre_load
@@ -79,13 +90,14 @@ class DeliveryListSchema(_Base):
 
 class RedeliverSchema(_Base):
     id = _ID
-    delivery_id = fields.String(required=True)
+    delivery_id = Text(required=True)
 
 
 class HookListSchema(_Base):
     limit = fields.Integer(load_default=100,
                            validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    mine = fields.Boolean(load_default=False)
 
 
 def load(schema: type[Schema], data_dict: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks.model import Hook
-from ckanext.webhooks.tests.receiver import Answer
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs",
                         "examples")

@@ -10,9 +10,12 @@ import html
 import re
 import types
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Optional
 
 import pytest
+from babel.messages.extract import extract_from_file
+from babel.messages.pofile import read_po
 from standardwebhooks import Webhook
 
 import ckan.model as model
@@ -58,16 +61,20 @@ class _Forms(HTMLParser):
 class Browser:
     """One cookie session against the test app; ``headers`` log a user in."""
 
-    def __init__(self, app, headers: Optional[dict] = None) -> None:
+    def __init__(self, app, headers: Optional[dict] = None,
+                 address: str = "192.0.2.10") -> None:
         self.client = app.test_client()
         self.headers = headers or {}
+        # the client address, as a WSGI server would set it
+        self.environ = {"REMOTE_ADDR": address}
 
     def get(self, url: str, **kwargs):
-        return self.client.get(url, headers=self.headers, **kwargs)
+        return self.client.get(url, headers=self.headers,
+                               environ_overrides=self.environ, **kwargs)
 
     def post(self, url: str, data: dict, **kwargs):
         return self.client.post(url, data=data, headers=self.headers,
-                                **kwargs)
+                                environ_overrides=self.environ, **kwargs)
 
     def submit(self, page, action_ends: str, **values):
         """Fill the form whose action ends with ``action_ends``, submit it."""
@@ -234,7 +241,6 @@ def test_an_error_without_a_field_is_shown_above_the_form(app):
     _hook_id_from(first)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
                           topic="dataset/create", address=ADDRESS)
-    open("/tmp/pages/scratch/rate.html", "w").write(page.body)
     summary = re.search(r'<div class="error-explanation.*?</div>',
                         page.body, re.S)
     assert summary and "Too many webhooks" in summary.group(0)
@@ -301,17 +307,50 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
     assert [h["id"] for h in mine] == [hook_id]
 
 
-def test_every_form_carries_the_csrf_token(app, receiver):
+class _Labels(HTMLParser):
+    """Ids of the visible inputs of a page and the ids its labels name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[Optional[str]] = []
+        self.labelled: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("input", "select", "textarea") \
+                and a.get("type") != "hidden":
+            self.inputs.append(a.get("id"))
+        elif tag == "label" and a.get("for"):
+            self.labelled.add(a["for"])
+
+
+def test_every_form_has_the_csrf_token_and_every_input_a_label(app,
+                                                               receiver):
     hook_id = _anonymous_hook(receiver.url())
     helpers.call_action("webhook_ping", id=hook_id)
     for url in ("/webhooks", "/webhooks/" + hook_id,
                 "/webhooks/{}/delete".format(hook_id)):
+        body = app.get(url).body
         parser = _Forms()
-        parser.feed(app.get(url).body)
+        parser.feed(body)
         posting = [f for f in parser.forms if f["method"] == "post"]
         assert posting, url
         for form in posting:
             assert form["fields"].get("_csrf_token"), (url, form["action"])
+        labels = _Labels()
+        labels.feed(body)
+        assert labels.inputs, url
+        unlabelled = [i for i in labels.inputs if i not in labels.labelled]
+        assert not unlabelled, (url, unlabelled)
+
+
+def test_copy_buttons_stay_hidden_without_javascript(app):
+    hook_id = _anonymous_hook()
+    body = app.get("/webhooks/" + hook_id).body
+    buttons = re.findall(r"<button[^>]*data-webhooks-copy[^>]*>", body)
+    assert len(buttons) == 2
+    assert all(" hidden" in b for b in buttons)
+    assert re.search(r'<script src="[^"]*/ckanext-webhooks/copy\.js"', body)
 
 
 # --- /webhooks/<id> ----------------------------------------------------------
@@ -335,11 +374,11 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     assert 'data-webhooks-copy="field-secret"' in page.body
     assert "1 succeeded, 0 failed, 0 pending" in page.body
 
-    row = re.search(r"<tr[^>]*>\s*<td><code>{}</code>.*?</tr>"
+    row = re.search(r"<tr[^>]*>\s*<td><code[^>]*>{}</code>.*?</tr>"
                     .format(ping_id), page.body, re.S)
     assert row, "the ping is not in the deliveries table"
     cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip() for c in
-             re.findall(r"<td>(.*?)</td>", row.group(0), re.S)]
+             re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
     assert cells[1] == "webhook/ping"
     assert cells[2].startswith("Succeeded")
     assert cells[3] == "204"
@@ -397,7 +436,7 @@ def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
 
     page = app.get("/webhooks/" + hook_id)
     code = html.unescape(re.search(
-        r'<pre class="webhooks-snippet"><code>(.*?)</code></pre>',
+        r'<pre class="webhooks-snippet[^"]*"><code>(.*?)</code></pre>',
         page.body, re.S).group(1))
     assert secret in code
     assert "from standardwebhooks import Webhook" in code
@@ -526,8 +565,8 @@ def test_a_get_never_changes_anything(app):
     hook_id = _anonymous_hook()
     before = helpers.call_action("webhook_show", id=hook_id)
     for action in ("ping", "rotate"):
-        assert app.get("/webhooks/{}/{}".format(hook_id, action)) \
-            .status_code == 405
+        response = app.get("/webhooks/{}/{}".format(hook_id, action))
+        assert response.status_code in (404, 405)
     after = helpers.call_action("webhook_show", id=hook_id)
     assert after["secret"] == before["secret"]
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
@@ -594,3 +633,21 @@ def test_the_anonymous_page_never_lists_hooks(app):
     assert "Your webhooks" not in page.body
     for hook_id in ids + [created]:
         assert hook_id not in page.body
+
+
+# --- translations ------------------------------------------------------------
+
+def test_the_catalog_template_holds_every_message_of_the_pages():
+    """Regenerate ckanext-webhooks.pot (see babel.cfg) when this fails."""
+    package = Path(__file__).resolve().parent.parent
+    with open(package / "i18n" / "ckanext-webhooks.pot", "rb") as f:
+        catalog = {m.id for m in read_po(f) if m.id}
+    sources = [("python", package / "views.py")] + [
+        ("ckan.lib.extract.extract_ckan", template)
+        for template in sorted((package / "templates").rglob("*.html"))]
+    messages = {message for method, path in sources
+                for _line, message, _comments, _context
+                in extract_from_file(method, str(path))}
+    assert messages, "nothing was extracted"
+    missing = messages - catalog
+    assert not missing, "not in the .pot: {}".format(sorted(missing))
