@@ -2,6 +2,7 @@
 #
 #   make venv       .venv with CKAN $(CKAN_VERSION), test tools and this extension
 #   make services   PostgreSQL and Redis up, role ckan_default, databases ckan_test/ckan_demo
+#   make browser    Debian's chromium, for the browser test
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
 #   make demo       a local CKAN with the extension, a worker and a demo receiver
 #   make clean      remove .venv and .demo
@@ -17,7 +18,7 @@ BIN := $(VENV)/bin
 # one stamp per CKAN version: changing CKAN_VERSION reinstalls
 STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 
-.PHONY: venv services test demo clean
+.PHONY: venv services browser test demo clean
 
 venv: $(STAMP)
 
@@ -36,7 +37,12 @@ $(STAMP): pyproject.toml setup.py dev-requirements.txt
 services:
 	bash scripts/services.sh
 
-test: venv services
+# the browser test drives Debian's chromium with playwright (no downloads)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null; }
+
+test: venv services browser
 	$(BIN)/ckan -c $(TEST_INI) db init
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
 	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(PYTEST_ARGS)
