@@ -417,9 +417,19 @@ def live_workers() -> list[int]:
     pids = []
     for key in r.smembers("rq:workers"):
         pid = r.hget(key, "pid")
-        if pid and os.path.exists("/proc/{}".format(int(pid))):
+        if pid and _is_bench_worker(int(pid)):
             pids.append(int(pid))
     return pids
+
+
+def _is_bench_worker(pid: int) -> bool:
+    # a registration can outlive its process, and pids are reused
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except OSError:
+        return False
+    return INI.encode() in cmdline and b"worker" in cmdline
 
 
 # --- machine description ------------------------------------------------------------

@@ -37,7 +37,9 @@ _TO_ENQUEUE = "webhooks_to_enqueue"
 _DATASET_BOOKKEEPING = {"metadata_modified"}
 _RESOURCE_BOOKKEEPING = {"position", "metadata_modified"}
 
-_PRECEDENCE = {"update": 0, "create": 1, "delete": 2}
+# "draft": created as a draft; like CKAN's activity stream, the dataset is
+# announced (dataset/create) when it becomes active, as the web form does
+_PRECEDENCE = {"update": 0, "draft": 1, "create": 2, "delete": 3}
 
 
 def _plugin_enabled() -> bool:
@@ -97,7 +99,8 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
 
     for obj in session.new:
         if isinstance(obj, model.Package):
-            _note(changes, ("dataset", obj.id), "create",
+            _note(changes, ("dataset", obj.id),
+                  "draft" if obj.state == "draft" else "create",
                   snapshot=_dataset_snapshot(obj, obj.private, obj.state))
         elif isinstance(obj, model.Resource):
             _note(changes, ("resource", obj.id), "create",
@@ -109,10 +112,14 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
             if not columns:
                 continue
             was_state = _previous(obj, "state")
-            kind = "delete" if (obj.state == "deleted"
-                                and was_state != "deleted") else "update"
-            if obj.state == "deleted" and kind == "update":
-                continue  # edits of an already deleted dataset are not news
+            if obj.state == "deleted":
+                if was_state == "deleted":
+                    continue  # edits of an already deleted dataset
+                kind = "delete"
+            elif was_state == "draft" and obj.state == "active":
+                kind = "create"  # a draft completed: announced now
+            else:
+                kind = "update"
             _note(changes, ("dataset", obj.id), kind,
                   significant=bool(columns - _DATASET_BOOKKEEPING),
                   snapshot=_dataset_snapshot(
@@ -198,7 +205,7 @@ def _events_for(changes: dict) -> list[Event]:
     events = []
     for dataset_id, change in datasets.items():
         kind = change["kind"]
-        if kind is None:
+        if kind is None or kind == "draft":
             continue
         if kind == "update" and dataset_id in touched_by_resources \
                 and not change.get("significant"):
@@ -219,7 +226,7 @@ def _events_for(changes: dict) -> list[Event]:
         dataset = datasets.get(change["package_id"])
         if dataset is None:
             continue
-        if dataset["kind"] in ("create", "delete"):
+        if dataset["kind"] in ("create", "delete", "draft"):
             continue  # part of the dataset's own event
         snap = dict(dataset["snapshot"])
         restricted = snap["private"] or snap["state"] != "active"

@@ -93,8 +93,9 @@ def test_private_and_draft_reach_only_readers(world, run_jobs, state):
     helpers.call_action("package_patch", id=dataset["id"], notes="edited")
     got = world.received(run_jobs)
     readers = {"member", "sysadmin"}
-    assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
-        readers
+    if state == "private":
+        assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) \
+            == readers
     assert _who_got(got, "dataset", ("dataset/update", dataset["id"])) == \
         readers
     assert _who_got(got, "resource", ("resource/create", resource["id"])) \
@@ -198,6 +199,15 @@ def test_member_added_later_gets_events_delivered_after(world, run_jobs):
     got = world.received(run_jobs)
     assert _who_got(got, "dataset", ("dataset/create", dataset["id"])) == \
         {"member", "outsider", "sysadmin"}
+
+
+def test_completed_draft_is_announced_as_created(world, run_jobs):
+    # the web form creates a draft, adds resources, then activates it
+    dataset = factories.Dataset(owner_org=world.org["id"], state="draft")
+    helpers.call_action("package_patch", id=dataset["id"], state="active")
+    got = world.received(run_jobs)
+    for owner in OWNERS:
+        assert got[(owner, "dataset")] == [("dataset/create", dataset["id"])]
 
 
 # --- filters ------------------------------------------------------------
