@@ -135,6 +135,16 @@ def _new_message(hook: Hook, type_: str, data: dict[str, Any]) -> Delivery:
     return message
 
 
+def _commit_and_deliver(context, message: Delivery) -> None:
+    """Commit, then ask a worker for the message; with ``defer_commit`` the
+    caller commits and the worker's sweep finds the message."""
+    if context.get("defer_commit"):
+        model.Session.flush()
+        return
+    model.Session.commit()
+    jobs.enqueue_delivery([message.id])
+
+
 def webhook_create(context, data_dict) -> str:
     """Register a webhook. Anyone may, unless the site requires login.
 
@@ -182,14 +192,12 @@ def webhook_create(context, data_dict) -> str:
     )
     model.Session.add(hook)
     model.Session.flush()
-    message = None
     if verify:
-        message = _new_message(hook, jobs.TYPE_VERIFY,
-                               {"challenge": verification.challenge_for(hook.id)})
-    if not context.get("defer_commit"):
+        _commit_and_deliver(context, _new_message(
+            hook, jobs.TYPE_VERIFY,
+            {"challenge": verification.challenge_for(hook.id)}))
+    elif not context.get("defer_commit"):
         model.Session.commit()
-    if message is not None:
-        jobs.enqueue_delivery([message.id])
     return hook.id
 
 
@@ -271,8 +279,7 @@ def webhook_ping(context, data_dict) -> str:
     data = schema.load(schema.HookIdSchema, data_dict)
     hook = _hook_or_404(data["id"])
     message = _new_message(hook, jobs.TYPE_PING, {})
-    model.Session.commit()
-    jobs.enqueue_delivery([message.id])
+    _commit_and_deliver(context, message)
     return message.id
 
 
@@ -333,8 +340,7 @@ def webhook_redeliver(context, data_dict) -> str:
     message.status = DELIVERY_PENDING
     message.next_attempt = utcnow()
     message.lease_until = None
-    model.Session.commit()
-    jobs.enqueue_delivery([message.id])
+    _commit_and_deliver(context, message)
     return message.id
 
 
@@ -356,5 +362,6 @@ def webhook_rotate_secret(context, data_dict) -> str:
     hook.previous_secret = hook.secret
     hook.previous_secret_expires = utcnow() + ROTATION_OVERLAP
     hook.secret = new_secret()
-    model.Session.commit()
+    if not context.get("defer_commit"):
+        model.Session.commit()
     return hook.secret
