@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 TYPE_PING = "webhook/ping"
 TYPE_VERIFY = "webhook/verify"
 
-# a job claims this many rounds of `concurrency` messages at a time, so a
-# claim's lease (all rounds at the worst-case attempt time) stays short
-ROUNDS_PER_CLAIM = 2
+# a job claims this many rounds of `concurrency` messages at a time; the
+# claim's lease covers all rounds at the worst-case attempt time
+ROUNDS_PER_CLAIM = 8
 # seconds added to a claim's lease for building bodies and recording outcomes
 LEASE_MARGIN = 5
 # at most this many ids travel in one delivery job
@@ -86,27 +86,30 @@ def enqueue_delivery(message_ids: list[str],
 
 # Candidates come from one indexed lookup per way a hook can match (no
 # filter, or a filter naming this event's dataset, organization, group or
-# resource); the full rule then applies to the candidates only.
+# resource); the full rule then applies to the candidates only, without
+# going back to the table, so the cost follows the matching hooks, not all.
+_CANDIDATE_COLUMNS = """id, owner_id, topic, status, created, filter_dataset,
+               filter_organization, filter_group, filter_resource"""
 _MATCHING_INSERT = sa.text("""
     WITH candidate AS (
-        SELECT id FROM webhooks_hook
+        SELECT {cols} FROM webhooks_hook
         WHERE topic IN (:topic, :wildcard)
           AND filter_dataset IS NULL AND filter_organization IS NULL
           AND filter_group IS NULL AND filter_resource IS NULL
-        UNION SELECT id FROM webhooks_hook
+        UNION SELECT {cols} FROM webhooks_hook
         WHERE filter_dataset = :package_id
-        UNION SELECT id FROM webhooks_hook
+        UNION SELECT {cols} FROM webhooks_hook
         WHERE filter_organization = :organization_id
-        UNION SELECT id FROM webhooks_hook
+        UNION SELECT {cols} FROM webhooks_hook
         WHERE filter_group = ANY(:group_ids)
-        UNION SELECT id FROM webhooks_hook
+        UNION SELECT {cols} FROM webhooks_hook
         WHERE filter_resource = :resource_id
     )
     INSERT INTO webhooks_delivery
         (id, hook_id, event_id, type, status, attempts, created, next_attempt)
     SELECT 'msg_' || md5(random()::text || clock_timestamp()::text || h.id),
            h.id, :event_id, :topic, 'pending', 0, :now, :now
-    FROM webhooks_hook h JOIN candidate c ON c.id = h.id
+    FROM candidate h
     WHERE h.status = 'active'
       AND h.created <= :event_created
       AND h.topic IN (:topic, :wildcard)
@@ -118,7 +121,7 @@ _MATCHING_INSERT = sa.text("""
       AND (h.filter_resource IS NULL OR h.filter_resource = :resource_id)
       AND (NOT :restricted OR h.owner_id IS NOT NULL)
     ON CONFLICT (event_id, hook_id) DO NOTHING
-""")
+""".format(cols=_CANDIDATE_COLUMNS))
 
 
 def create_messages(event: Event) -> int:
@@ -162,42 +165,48 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.replace(microsecond=0).isoformat() + "Z"
 
 
+def _concurrency() -> int:
+    return max(1, tk.config.get("ckanext.webhooks.concurrency"))
+
+
 def _claim_size() -> int:
-    return ROUNDS_PER_CLAIM * max(
-        1, tk.config.get("ckanext.webhooks.concurrency"))
+    return ROUNDS_PER_CLAIM * _concurrency()
 
 
 def _claim(condition: Any) -> list[Delivery]:
     """Lease due messages matching ``condition`` and count their attempt.
 
-    Until the lease ends no other worker takes them; a worker that dies
-    mid-attempt leaves them to the sweep once it has ended.
+    Rows are locked (``FOR UPDATE SKIP LOCKED``) while the lease is set, so
+    two workers never claim the same attempt. Until the lease ends no other
+    worker takes them; a worker that dies mid-attempt leaves them to the
+    sweep once it has ended. The lease covers sending what was claimed,
+    ``concurrency`` at a time, each attempt cut off at the timeout.
     """
     now = utcnow()
-    # an attempt takes at most about twice the timeout (connect, then read)
-    attempt = 2 * tk.config.get("ckanext.webhooks.timeout")
-    lease = now + datetime.timedelta(
-        seconds=ROUNDS_PER_CLAIM * attempt + LEASE_MARGIN)
-    due = sa.select(Delivery.id).where(
-        condition,
-        Delivery.status == DELIVERY_PENDING,
-        Delivery.next_attempt <= now + datetime.timedelta(seconds=1),
-        sa.or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-    ).order_by(Delivery.created).limit(_claim_size()) \
+    ids = model.Session.execute(
+        sa.select(Delivery.id).where(
+            condition,
+            Delivery.status == DELIVERY_PENDING,
+            Delivery.next_attempt <= now + datetime.timedelta(seconds=1),
+            sa.or_(Delivery.lease_until.is_(None),
+                   Delivery.lease_until < now),
+        ).order_by(Delivery.created).limit(_claim_size())
         .with_for_update(skip_locked=True)
-    claimed = model.Session.execute(
-        sa.update(Delivery)
-        .where(Delivery.id.in_(due.scalar_subquery()))
+    ).scalars().all()
+    if not ids:
+        model.Session.commit()
+        return []
+    rounds = -(-len(ids) // _concurrency())
+    attempt = tk.config.get("ckanext.webhooks.timeout") + 1
+    lease = now + datetime.timedelta(seconds=rounds * attempt + LEASE_MARGIN)
+    model.Session.execute(
+        sa.update(Delivery).where(Delivery.id.in_(ids))
         .values(attempts=Delivery.attempts + 1, lease_until=lease,
                 last_attempt=now)
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    ).scalars().all()
+        .execution_options(synchronize_session=False))
     model.Session.commit()
-    if not claimed:
-        return []
     return model.Session.query(Delivery).filter(
-        Delivery.id.in_(claimed)).populate_existing().all()
+        Delivery.id.in_(ids)).populate_existing().all()
 
 
 class _Plan:
@@ -209,13 +218,20 @@ class _Plan:
         self.outcome: Optional[delivery.Outcome] = None
 
 
-def _plans(messages: list[Delivery]) -> list[_Plan]:
+class _JobCache:
+    """What one job looks up once: events, viewers, ``data`` per owner."""
+
+    def __init__(self):
+        self.events: dict[str, Optional[Event]] = {}
+        self.viewers: dict[Optional[str], access.Viewer] = {}
+        self.data: dict[tuple, Optional[dict]] = {}
+
+
+def _plans(messages: list[Delivery], cache: _JobCache) -> list[_Plan]:
     """Decide what each claimed message carries; drop what may not be seen."""
     hooks = {h.id: h for h in model.Session.query(Hook).filter(
         Hook.id.in_({m.hook_id for m in messages}))}
-    events: dict[str, Optional[Event]] = {}
-    viewers: dict[Optional[str], access.Viewer] = {}
-    data_cache: dict[tuple, Optional[dict]] = {}
+    events, viewers, data_cache = cache.events, cache.viewers, cache.data
     now = utcnow()
     plans = []
     for message in messages:
@@ -281,7 +297,7 @@ def _send_all(plans: list[_Plan]) -> None:
         plan.outcome = delivery.post_message(
             plan.hook.address, plan.message.id, plan.body, plan.secrets)
 
-    size = max(1, tk.config.get("ckanext.webhooks.concurrency"))
+    size = _concurrency()
     if size == 1 or len(plans) == 1:
         for plan in plans:
             send(plan)
@@ -372,12 +388,13 @@ def _record(plans: list[_Plan]) -> dict[float, list[str]]:
 
 
 def _deliver_due(condition: Any) -> None:
+    cache = _JobCache()
     try:
         while True:
             messages = _claim(condition)
             if not messages:
                 return
-            plans = _plans(messages)
+            plans = _plans(messages, cache)
             _send_all(plans)
             for delay, ids in _record(plans).items():
                 enqueue_delivery(ids, delay)
