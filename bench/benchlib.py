@@ -91,7 +91,6 @@ def sysadmin_context() -> dict[str, Any]:
 def ensure_datasets(names: Iterable[str], org_name: str,
                     group_name: Optional[str] = None) -> dict[str, dict]:
     """Create (once) an organization, a group and datasets with resources."""
-    import ckan.model as model
     import ckan.plugins.toolkit as tk
     context = sysadmin_context
     # organization_create/group_create call package_search, which the no-Solr

@@ -16,7 +16,6 @@ benchmark datasets, the rest (``benchlib.filler_hooks``) match nothing.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from typing import Any
@@ -219,38 +218,46 @@ def memory(bench: Bench, small: int, large: int) -> dict:
             "ratio": readings[large] / readings[small]}
 
 
-def run(app: Any, size: dict) -> dict:
+def run(app: Any, size: dict,
+        parts=("throughput", "latency", "memory")) -> dict:
     bench = Bench(app, datasets=10)
     results: dict[str, Any] = {}
     try:
         bench.setup()
-        one, two, bare = [], [], []
-        for rep in range(size["fanout_reps"]):
-            benchlib.log("fan-out rep {}: one worker".format(rep + 1))
-            one.append(worker_throughput(bench, 1, size["fanout_events"]))
-            benchlib.log("fan-out rep {}: bare loop".format(rep + 1))
-            rate, count = bare_loop_throughput(bench)
-            bare.append(rate)
-            benchlib.log("fan-out rep {}: two workers".format(rep + 1))
-            two.append(worker_throughput(bench, 2, size["fanout_events"]))
-            benchlib.log("  1 worker {:.0f}/s, bare {:.0f}/s, 2 workers "
-                         "{:.0f}/s".format(one[-1], bare[-1], two[-1]))
-        results["throughput"] = {
-            "deliveries": size["fanout_events"] * MATCHING,
-            "repetitions": size["fanout_reps"],
-            "one_worker": benchlib.median(one), "two_workers":
-            benchlib.median(two), "bare_loop": benchlib.median(bare),
-            "all": {"one": one, "two": two, "bare": bare},
-        }
-        t = results["throughput"]
-        t["one_vs_bare"] = t["one_worker"] / t["bare_loop"]
-        t["two_vs_one"] = t["two_workers"] / t["one_worker"]
-        benchlib.log("latency")
-        results["latency"] = latency(bench, size["latency_reps"])
-        benchlib.log("memory")
-        results["memory"] = memory(bench, size["memory_small"],
-                                   size["memory_large"])
+        if "throughput" in parts:
+            results["throughput"] = throughput(bench, size)
+        if "latency" in parts:
+            benchlib.log("latency")
+            results["latency"] = latency(bench, size["latency_reps"])
+        if "memory" in parts:
+            benchlib.log("memory")
+            results["memory"] = memory(bench, size["memory_small"],
+                                       size["memory_large"])
     finally:
         bench.close()
     results["logs"] = bench.logdir
     return results
+
+
+def throughput(bench: Bench, size: dict) -> dict:
+    one, two, bare = [], [], []
+    for rep in range(size["fanout_reps"]):
+        benchlib.log("fan-out rep {}: one worker".format(rep + 1))
+        one.append(worker_throughput(bench, 1, size["fanout_events"]))
+        benchlib.log("fan-out rep {}: bare loop".format(rep + 1))
+        rate, count = bare_loop_throughput(bench)
+        bare.append(rate)
+        benchlib.log("fan-out rep {}: two workers".format(rep + 1))
+        two.append(worker_throughput(bench, 2, size["fanout_events"]))
+        benchlib.log("  1 worker {:.0f}/s, bare {:.0f}/s, 2 workers "
+                     "{:.0f}/s".format(one[-1], bare[-1], two[-1]))
+    result = {
+        "deliveries": size["fanout_events"] * MATCHING,
+        "repetitions": size["fanout_reps"],
+        "one_worker": benchlib.median(one), "two_workers":
+        benchlib.median(two), "bare_loop": benchlib.median(bare),
+        "all": {"one": one, "two": two, "bare": bare},
+    }
+    result["one_vs_bare"] = result["one_worker"] / result["bare_loop"]
+    result["two_vs_one"] = result["two_workers"] / result["one_worker"]
+    return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import socket
@@ -30,13 +31,16 @@ _local = threading.local()
 
 
 class _Watch:
-    """The connection one attempt uses, so a timer can cut it off."""
+    """The connection one attempt uses, so the watchdog can cut it off."""
 
     def __init__(self):
         self.conn = None
         self.expired = False
+        self.done = False
 
     def cut(self) -> None:
+        if self.done:
+            return
         self.expired = True
         sock = getattr(self.conn, "sock", None)
         if sock is not None:
@@ -44,6 +48,44 @@ class _Watch:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class _Watchdog:
+    """One thread that cuts off attempts past their deadline (cheaper than
+    a timer thread per attempt)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._count = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, seconds: float, watch: "_Watch") -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="webhooks-watchdog", daemon=True)
+                self._thread.start()
+            self._count += 1
+            heapq.heappush(self._heap,
+                           (time.monotonic() + seconds, self._count, watch))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, watch = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            watch.cut()
+
+
+_watchdog = _Watchdog()
 
 
 class _WatchedPool:
@@ -205,9 +247,7 @@ def post_message(address: str, message_id: str, body: str,
     # connection when the whole attempt is over time.
     watch = _Watch()
     _local.watch = watch
-    timer = threading.Timer(timeout, watch.cut)
-    timer.daemon = True
-    timer.start()
+    _watchdog.watch(timeout, watch)
     try:
         with _http_session().post(
                 pinned.url, data=body.encode(), headers=headers,
@@ -238,7 +278,7 @@ def post_message(address: str, message_id: str, body: str,
             return Outcome(None, "connection error: " + _short(e), elapsed())
         return Outcome(None, "request error: " + _short(e), elapsed())
     finally:
-        timer.cancel()
+        watch.done = True
         _local.watch = None
 
 
