@@ -158,8 +158,14 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
                   package_id=obj.package_id, name=obj.name)
 
 
+# rows of their own that belong to one dataset; CKAN 2.12 has no
+# PackageExtra: its extras are a column of the package row
+_DATASET_ROWS = tuple(cls for cls in (
+    model.PackageTag, getattr(model, "PackageExtra", None)) if cls is not None)
+
+
 def _dataset_of_related_row(obj: Any) -> str | None:
-    if isinstance(obj, (model.PackageTag, model.PackageExtra)):
+    if isinstance(obj, _DATASET_ROWS):
         return obj.package_id
     # organization membership is the dataset's owner_org column; CKAN also
     # keeps a Member row for it, committed separately, which is not news

@@ -36,6 +36,13 @@ class WebhooksWorker(rq.SimpleWorker):
         # wake up from waiting on Redis at least once per sweep interval
         return max(1, min(self.worker_ttl - 15, self.sweep_interval))
 
+    def dequeue_job_and_maintain_ttl(self, timeout, *args, **kwargs):
+        # RQ < 1.12 (CKAN 2.10) has no dequeue_timeout: it waits
+        # default_worker_ttl - 15 (405) seconds, and sweeps would stop
+        if timeout is not None:
+            timeout = max(1, min(timeout, self.sweep_interval))
+        return super().dequeue_job_and_maintain_ttl(timeout, *args, **kwargs)
+
     @property
     def should_run_maintenance_tasks(self):
         return time.monotonic() >= self._next_sweep or \

@@ -30,6 +30,20 @@ def no_solr(monkeypatch):
     monkeypatch.setattr(search_query.PackageSearchQuery, "run", no_results)
 
 
+@pytest.fixture(autouse=True)
+def typed_config(ckan_config):
+    """Values set with the ``ckan_config`` mark get their declared types.
+
+    CKAN 2.11+ normalizes the config whenever ``with_plugins`` (re)loads the
+    plugins. CKAN 2.10's ``with_plugins`` skips plugins that are already
+    loaded, so ``ckan_config("ckanext.webhooks.allow_private_addresses",
+    "false")`` would stay the string "false" (true) there.
+    """
+    from ckan.common import config_declaration
+    config_declaration.normalize(ckan_config)
+    yield
+
+
 @pytest.fixture
 def webhooks_db(clean_db, migrate_db_for, with_plugins):
     migrate_db_for("webhooks")
