@@ -4,21 +4,36 @@
 #   make services   PostgreSQL and Redis up, role ckan_default, databases ckan_test/ckan_demo
 #   make browser    Debian's chromium, for the browser test
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
+#                   on another CKAN: make test CKAN_VERSION=2.12.0
+#   make test-matrix the suite on CKAN 2.10.11, 2.11.6 and 2.12.0, one after another
+#   make bench      the benchmarks (BENCH_SIZE=smoke for a short run)
 #   make demo       a local CKAN with the extension, a worker and a demo receiver
 #   make clean      remove .venv and .demo
 
 PYTHON ?= python3
-CKAN_VERSION ?= 2.11.6
+DEFAULT_CKAN := 2.11.6
+CKAN_VERSION ?= $(DEFAULT_CKAN)
+MATRIX := 2.10.11 2.11.6 2.12.0
 PYTEST_ARGS ?=
-# another config (own database and Redis db) lets two test runs share a machine
-TEST_INI ?= test.ini
+BENCH_SIZE ?= full
 
+# The default CKAN lives in .venv and tests against test.ini; every other
+# version gets its own venv, and its own database and Redis db through a
+# generated config, since CKAN versions migrate the core tables differently.
+ifeq ($(CKAN_VERSION),$(DEFAULT_CKAN))
 VENV := .venv
+TEST_INI ?= test.ini
+else
+VERSION_SLUG := $(subst .,_,$(CKAN_VERSION))
+VENV := .venv-$(CKAN_VERSION)
+TEST_INI ?= .test-$(CKAN_VERSION).ini
+export SERVICES_DATABASES := ckan_test_$(VERSION_SLUG)
+endif
 BIN := $(VENV)/bin
 # one stamp per CKAN version: changing CKAN_VERSION reinstalls
 STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 
-.PHONY: venv services browser test demo clean
+.PHONY: venv services browser test test-matrix bench demo clean
 
 venv: $(STAMP)
 
@@ -42,13 +57,27 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null; }
 
-test: venv services browser
+.test-%.ini: test.ini
+	sed -e 's#/ckan_test$$#/ckan_test_$(subst .,_,$*)#' \
+	    -e 's#^ckan.redis.url = .*#ckan.redis.url = redis://127.0.0.1:6379/$(word 2,$(subst ., ,$*))#' \
+	    -e 's#^ckan.site_id = .*#ckan.site_id = webhooks-test-$*#' $< > $@
+
+test: venv services browser $(filter .test-%,$(TEST_INI))
 	$(BIN)/ckan -c $(TEST_INI) db init
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
 	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(PYTEST_ARGS)
+
+test-matrix:
+	@for v in $(MATRIX); do \
+		echo "== CKAN $$v"; \
+		$(MAKE) --no-print-directory test CKAN_VERSION=$$v || exit $$?; \
+	done
+
+bench: venv services
+	bench/run --size $(BENCH_SIZE)
 
 demo: venv services
 	VENV=$(VENV) bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf .venv .venv-* .demo .test-*.ini .test-storage
