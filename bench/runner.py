@@ -132,6 +132,7 @@ def main() -> None:
     import ckanext.webhooks
     code = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(ckanext.webhooks.__file__))))
+    code += _commit(code)
     machine = benchlib.machine()
     only = set(args.only.split(",")) if args.only else None
     if only and "fanout" in only:
@@ -175,6 +176,19 @@ def main() -> None:
     with open(path, "w") as f:
         f.write(text + "\n" + details)
     benchlib.log("written to " + os.path.relpath(path, benchlib.ROOT))
+
+
+def _commit(code: str) -> str:
+    """`` (commit abc1234[, with uncommitted changes])`` for a git work tree."""
+    import subprocess
+    run = lambda *a: subprocess.run(  # noqa: E731
+        ["git", "-C", code, *a], capture_output=True, text=True)
+    head = run("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return ""
+    dirty = run("status", "--porcelain", "--", "ckanext").stdout.strip()
+    return " (commit {}{})".format(
+        head.stdout.strip(), ", with uncommitted changes" if dirty else "")
 
 
 def _terminate(signum, frame):
