@@ -37,7 +37,7 @@ STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py dev-requirements.txt
+$(STAMP): pyproject.toml setup.py dev-requirements.txt browser-requirements.txt
 	@# CKAN pins psycopg2, built from source: it needs pg_config and a C compiler
 	@command -v pg_config >/dev/null && command -v gcc >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -46,6 +46,8 @@ $(STAMP): pyproject.toml setup.py dev-requirements.txt
 	@# pip may warn "Location ... is ignored" for configured extra indexes: harmless
 	$(BIN)/python -m pip install --disable-pip-version-check \
 		"ckan[requirements]==$(CKAN_VERSION)" -r dev-requirements.txt -e .
+	$(BIN)/python -m pip install --disable-pip-version-check \
+		-r browser-requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
