@@ -306,3 +306,61 @@ def test_receiver_guide_examples_verify_a_real_delivery(
     assert ok.stdout.startswith("OK dataset/create msg_")
     wrong = run("whsec_" + "A" * 43 + "=")
     assert wrong.returncode != 0
+
+
+# --- TLS: connect to the vetted IP, verify the certificate for the name ---
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """An HTTPS receiver on 127.0.0.1 whose certificate names
+    receiver.example, signed by a CA the sender is told to trust."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import requests.adapters
+
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH",
+                        str(ca_path))
+    got = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            got.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("receiver.example").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], got
+    server.shutdown()
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.parametrize("name, delivered", [("receiver.example", True),
+                                             ("impostor.example", False)])
+def test_tls_certificate_is_verified_for_the_name_not_the_ip(
+        fake_dns, tls_receiver, run_jobs, name, delivered):
+    port, got = tls_receiver
+    fake_dns[name] = ["127.0.0.1"]
+    hook_id = helpers.call_action(
+        "webhook_create", topic="dataset/create",
+        address="https://{}:{}/hook".format(name, port))
+    factories.Dataset()
+    run_jobs()
+    [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    if delivered:
+        assert row["status"] == "succeeded", row
+        assert got == ["receiver.example:{}".format(port)]
+    else:
+        assert row["status"] == "pending" and row["response_status"] is None
+        assert got == []
