@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import uuid
+
+import sqlalchemy as sa
 from sqlalchemy import event as sa_event, inspect as sa_inspect
 
 import ckan.model as model
 import ckan.plugins as plugins
 
-from ckanext.webhooks.model import Event
+from ckanext.webhooks.model import Event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +178,20 @@ def _dataset_of_related_row(obj: Any) -> str | None:
     return None
 
 
+# constant text: compiled once, not an ORM query built in every request
+_GROUPS_OF_DATASETS = sa.text("""
+    SELECT m.table_id, m.group_id FROM member m
+    JOIN "group" g ON g.id = m.group_id
+    WHERE m.table_name = 'package' AND m.state = 'active'
+      AND NOT g.is_organization AND m.table_id = ANY(:ids)
+""")
+
+
 def _group_ids_by_dataset(dataset_ids: set[str]) -> dict[str, list[str]]:
     if not dataset_ids:
         return {}
-    rows = model.Session.query(model.Member.table_id, model.Member.group_id) \
-        .join(model.Group, model.Group.id == model.Member.group_id) \
-        .filter(model.Member.table_name == "package") \
-        .filter(model.Member.state == "active") \
-        .filter(model.Group.is_organization.is_(False)) \
-        .filter(model.Member.table_id.in_(dataset_ids)).all()
+    rows = model.Session.execute(_GROUPS_OF_DATASETS,
+                                 {"ids": list(dataset_ids)}).all()
     groups: dict[str, list[str]] = {}
     for dataset_id, group_id in rows:
         groups.setdefault(dataset_id, []).append(group_id)
@@ -259,8 +267,14 @@ def _record_events(session: Any) -> None:
     events = _events_for(changes)
     if not events:
         return
-    session.add_all(events)
-    session.flush()
+    # one INSERT statement, without the unit of work of a flush
+    rows = []
+    for event in events:
+        event.id = event.id or uuid.uuid4().hex
+        event.created = event.created or utcnow()
+        rows.append({c.key: getattr(event, c.key)
+                     for c in Event.__table__.columns})
+    session.execute(Event.__table__.insert(), rows)
     session.info.setdefault(_TO_ENQUEUE, []).extend(e.id for e in events)
 
 
