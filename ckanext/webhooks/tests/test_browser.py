@@ -8,14 +8,10 @@ use docs/screenshots), else to the test's temporary directory.
 """
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,10 +21,11 @@ import pytest
 import ckan.logic as logic
 from ckan.tests import helpers
 
+from ckanext.webhooks.tests.processes import (
+    CKAN, free_port, start, stop, write_ini)
 from ckanext.webhooks.tests.receiver import Answer
 
 CHROMIUM = "/usr/bin/chromium"
-CKAN = os.path.join(os.path.dirname(sys.executable), "ckan")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-quic", "--no-first-run",
                  "--disable-background-networking",
@@ -46,40 +43,6 @@ pytestmark = [
         "the Python package playwright is not installed (pip install "
         "playwright; no browser download needed)")),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_ini(test_ini: str, path: Path, **options) -> Path:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str
-    parser.read(test_ini)
-    for key, value in options.items():
-        parser.set("app:main", key, str(value))
-    with open(path, "w") as f:
-        parser.write(f)
-    return path
-
-
-def _start(args: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL,
-                               start_new_session=True)
-    process.log_path = log_path
-    return process
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:  # the process and its children (the worker's RQ scheduler)
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(10)
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen,
@@ -102,9 +65,9 @@ def _wait_until_serving(url: str, process: subprocess.Popen,
 def portal(request, tmp_path, webhooks, forget_creation_rates):
     """A CKAN server and a delivery worker of their own, CSRF enforced."""
     test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
-    port = _free_port()
+    port = free_port()
     url = "http://127.0.0.1:{}".format(port)
-    ini = _write_ini(test_ini, tmp_path / "server.ini", **{
+    ini = write_ini(test_ini, tmp_path / "server.ini", **{
         "ckan.plugins": "webhooks webhooks_demo_nosolr",
         "ckan.site_url": url,
         "WTF_CSRF_ENABLED": "true",
@@ -112,17 +75,17 @@ def portal(request, tmp_path, webhooks, forget_creation_rates):
         "ckanext.webhooks.sweep_interval": 1,
         "ckanext.webhooks.timeout": 5,
     })
-    server = _start([CKAN, "-c", str(ini), "run", "--host", "127.0.0.1",
+    server = start([CKAN, "-c", str(ini), "run", "--host", "127.0.0.1",
                      "--port", str(port), "--disable-reloader", "--threaded"],
                     tmp_path / "server.log")
-    worker = _start([CKAN, "-c", str(ini), "webhooks", "worker"],
+    worker = start([CKAN, "-c", str(ini), "webhooks", "worker"],
                     tmp_path / "worker.log")
     try:
         _wait_until_serving(url + "/api/3/action/status_show", server)
         yield url
     finally:
-        _stop(worker)
-        _stop(server)
+        stop(worker)
+        stop(server)
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ server and really kill a worker with SIGKILL.
 """
 from __future__ import annotations
 
-import configparser
 import datetime
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,22 +22,16 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks import jobs
 from ckanext.webhooks.model import Delivery, Event, Hook
+from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Answer
 
-CKAN = os.path.join(os.path.dirname(sys.executable), "ckan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OwnRedis:
     """A Redis server of this test's own, which it may stop and start."""
 
     def __init__(self, tmp_path):
-        self.port = _free_port()
+        self.port = processes.free_port()
         self.dir = tmp_path
         self.process = None
 
@@ -95,29 +87,17 @@ def workers(request, tmp_path):
 
     def start(**options):
         n = len(started)
-        ini = tmp_path / "worker{}.ini".format(n)
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.optionxform = str
-        parser.read(test_ini)
-        for key, value in options.items():
-            parser.set("app:main", key, str(value))
-        with open(ini, "w") as f:
-            parser.write(f)
-        log = open(tmp_path / "worker{}.log".format(n), "w")
-        process = subprocess.Popen(
-            [CKAN, "-c", str(ini), "webhooks", "worker"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        process.log_path = tmp_path / "worker{}.log".format(n)
+        ini = processes.write_ini(
+            test_ini, tmp_path / "worker{}.ini".format(n), **options)
+        process = processes.start(
+            [processes.CKAN, "-c", str(ini), "webhooks", "worker"],
+            tmp_path / "worker{}.log".format(n))
         started.append(process)
         return process
 
     yield start
     for process in started:
-        try:  # the worker and its RQ scheduler process
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
+        processes.stop(process)
 
 
 def _worker_options(redis_url=None, **extra):
