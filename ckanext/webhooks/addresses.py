@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import ckan.plugins.toolkit as tk
 
@@ -81,7 +81,7 @@ def refusal(address: str, unresolvable_ok: bool) -> str | None:
 
 class Pinned(NamedTuple):
     """Where one attempt really connects: a vetted IP, and the original name."""
-    url: str           # the address with its host replaced by the IP
+    ip: str            # the vetted IP the connection goes to
     host_header: str   # what the receiver sees as Host
     hostname: str      # the name TLS verifies the certificate against
 
@@ -116,15 +116,12 @@ def pin(address: str) -> Pinned:
         for raw in ips:
             if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
                 raise AddressRefused(_PRIVATE_EN)
-    ip = ips[0]
-    ip_host = "[{}]".format(ip) if ":" in ip else ip
-    netloc = "{}:{}".format(ip_host, port)
+    ip = ips[0].split("%", 1)[0]
     default_port = (scheme == "https" and port == 443) or (
         scheme == "http" and port == 80)
     host_header = hostname if default_port else "{}:{}".format(
         "[{}]".format(hostname) if ":" in hostname else hostname, port)
-    url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-    return Pinned(url, host_header, hostname)
+    return Pinned(ip, host_header, hostname)
 
 
 _PRIVATE_EN = "private or local network address"

@@ -31,9 +31,11 @@ _local = threading.local()
 
 
 class _Watch:
-    """The connection one attempt uses, so the watchdog can cut it off."""
+    """One attempt: the vetted IP and name its connection must use, and the
+    connection itself, so the watchdog can cut it off."""
 
-    def __init__(self):
+    def __init__(self, pinned: "addresses.Pinned"):
+        self.pinned = pinned
         self.conn = None
         self.expired = False
         self.done = False
@@ -88,49 +90,39 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-class _WatchedPool:
-    """Tells the current attempt's watch which connection it got."""
+class _PinnedPool:
+    """Connects to the attempt's vetted IP, and verifies TLS for its name.
+
+    The URL keeps the receiver's name (so the pool, the Host header and the
+    certificate check are about that name); only the socket goes to the IP
+    that was vetted for this attempt (urllib3's ``_dns_host``).
+    """
 
     def _get_conn(self, timeout=None):
         conn = super()._get_conn(timeout)
         watch = getattr(_local, "watch", None)
         if watch is not None:
             watch.conn = conn
+            conn._dns_host = watch.pinned.ip
+            if hasattr(conn, "server_hostname"):  # https
+                conn.server_hostname = watch.pinned.hostname
+                conn.assert_hostname = watch.pinned.hostname
         return conn
 
 
-class _WatchedHTTPPool(_WatchedPool, urllib3.HTTPConnectionPool):
+class _PinnedHTTPPool(_PinnedPool, urllib3.HTTPConnectionPool):
     pass
 
 
-class _WatchedHTTPSPool(_WatchedPool, urllib3.HTTPSConnectionPool):
+class _PinnedHTTPSPool(_PinnedPool, urllib3.HTTPSConnectionPool):
     pass
 
 
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Connects to the vetted IP in the URL, verifies TLS for the real name.
-
-    The name travels in the ``X-Webhooks-TLS-Name`` pseudo-header, which is
-    removed before the request is sent.
-    """
-
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-    def build_connection_pool_key_attributes(self, request, verify,
-                                             cert=None):
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert)
-        name = request.headers.pop(_TLS_NAME, None)
-        if name and host_params.get("scheme") == "https":
-            pool_kwargs["server_hostname"] = name
-            pool_kwargs["assert_hostname"] = name
-        return host_params, pool_kwargs
-
-
-_TLS_NAME = "X-Webhooks-TLS-Name"
+            "http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
 
 
 def _http_session() -> requests.Session:
@@ -235,7 +227,6 @@ def post_message(address: str, message_id: str, body: str,
     timestamp = int(time.time())
     headers = {
         "Host": pinned.host_header,
-        _TLS_NAME: pinned.hostname,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": message_id,
@@ -245,12 +236,12 @@ def post_message(address: str, message_id: str, body: str,
     # requests' timeouts bound each socket operation; a receiver trickling
     # bytes could stretch one attempt far beyond them. The watch cuts the
     # connection when the whole attempt is over time.
-    watch = _Watch()
+    watch = _Watch(pinned)
     _local.watch = watch
     _watchdog.watch(timeout, watch)
     try:
         with _http_session().post(
-                pinned.url, data=body.encode(), headers=headers,
+                address, data=body.encode(), headers=headers,
                 timeout=(timeout, timeout), allow_redirects=False,
                 stream=True) as response:
             received = bytearray()
