@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import ckan.plugins.toolkit as tk
 
@@ -84,6 +84,9 @@ class Pinned(NamedTuple):
     ip: str            # the vetted IP the connection goes to
     host_header: str   # what the receiver sees as Host
     hostname: str      # the name TLS verifies the certificate against
+    scheme: str = "http"
+    port: int = 80
+    target: str = "/"  # path and query, as sent in the request line
 
 
 def pin(address: str) -> Pinned:
@@ -117,11 +120,21 @@ def pin(address: str) -> Pinned:
             if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
                 raise AddressRefused(_PRIVATE_EN)
     ip = ips[0].split("%", 1)[0]
+    try:  # the wire carries ASCII: an international name in its IDNA form
+        hostname.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            hostname = hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise AddressRefused("host could not be resolved")
     default_port = (scheme == "https" and port == 443) or (
         scheme == "http" and port == 80)
     host_header = hostname if default_port else "{}:{}".format(
         "[{}]".format(hostname) if ":" in hostname else hostname, port)
-    return Pinned(ip, host_header, hostname)
+    target = quote((parts.path or "/")
+                   + ("?" + parts.query if parts.query else ""),
+                   safe="!#$%&'()*+,/:;=?@[]~")
+    return Pinned(ip, host_header, hostname, scheme, port, target)
 
 
 _PRIVATE_EN = "private or local network address"

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import hmac
+import http.client
 import json
+import select
 import socket
+import ssl
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
-
-import requests
-import requests.adapters
-import urllib3
 
 import ckan.plugins.toolkit as tk
 
@@ -27,127 +26,156 @@ from ckanext.webhooks import __version__, addresses
 
 USER_AGENT = "ckanext-webhooks/" + __version__
 
+# keep-alive connections one sender thread keeps, to as many receivers
+CONNECTIONS_PER_THREAD = 64
+
 _local = threading.local()
+_tls: Optional[ssl.SSLContext] = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """Certificates are verified against the CA bundle requests uses
+    (certifi), for the receiver's name, as a browser would."""
+    global _tls
+    if _tls is None:
+        import certifi
+        _tls = ssl.create_default_context(cafile=certifi.where())
+    return _tls
 
 
 class _Watch:
-    """One attempt: the vetted IP and name its connection must use, and the
-    connection itself, so the watchdog can cut it off."""
+    """One attempt's connection, so the watchdog can cut it off."""
 
-    def __init__(self, pinned: "addresses.Pinned"):
-        self.pinned = pinned
-        self.conn = None
+    __slots__ = ("conn", "deadline", "expired", "done", "lock")
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float):
+        self.conn = conn
+        self.deadline = time.monotonic() + seconds
         self.expired = False
         self.done = False
+        self.lock = threading.Lock()
 
     def cut(self) -> None:
-        if self.done:
-            return
-        self.expired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            sock = self.conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
 
 
 class _Watchdog:
-    """One thread that cuts off attempts past their deadline (cheaper than
-    a timer thread per attempt)."""
+    """One thread that cuts off attempts past their deadline.
+
+    Socket timeouts bound each read; a receiver trickling bytes could still
+    stretch one attempt far beyond them. Attempts register without waking
+    anyone; the thread looks every ``TICK`` seconds.
+    """
+
+    TICK = 0.1
 
     def __init__(self):
-        self._cond = threading.Condition()
-        self._heap: list = []
-        self._count = 0
+        self._active: dict[int, _Watch] = {}
+        self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, seconds: float, watch: "_Watch") -> None:
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="webhooks-watchdog", daemon=True)
-                self._thread.start()
-            self._count += 1
-            heapq.heappush(self._heap,
-                           (time.monotonic() + seconds, self._count, watch))
-            self._cond.notify()
+    def watch(self, watch: _Watch) -> None:
+        self._active[id(watch)] = watch
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="webhooks-watchdog",
+                        daemon=True)
+                    self._thread.start()
+
+    def unwatch(self, watch: _Watch) -> None:
+        watch.finish()
+        self._active.pop(id(watch), None)
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                deadline, _, watch = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-            watch.cut()
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            for key, watch in list(self._active.items()):
+                if watch.deadline <= now:
+                    self._active.pop(key, None)
+                    watch.cut()
 
 
 _watchdog = _Watchdog()
 
 
-class _PinnedPool:
-    """Connects to the attempt's vetted IP, and verifies TLS for its name.
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """Connects to the vetted IP; verifies the certificate for the name."""
 
-    The URL keeps the receiver's name (so the pool, the Host header and the
-    certificate check are about that name); only the socket goes to the IP
-    that was vetted for this attempt (urllib3's ``_dns_host``).
-    """
+    def __init__(self, pinned: "addresses.Pinned", timeout: float):
+        super().__init__(pinned.ip, pinned.port, timeout=timeout,
+                         context=tls_context())
+        self._server_name = pinned.hostname
 
-    def _get_conn(self, timeout=None):
-        conn = super()._get_conn(timeout)
-        watch = getattr(_local, "watch", None)
-        if watch is not None:
-            watch.conn = conn
-            conn._dns_host = watch.pinned.ip
-            if hasattr(conn, "server_hostname"):  # https
-                conn.server_hostname = watch.pinned.hostname
-                conn.assert_hostname = watch.pinned.hostname
-        return conn
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(
+            self.sock, server_hostname=self._server_name)
 
 
-class _PinnedHTTPPool(_PinnedPool, urllib3.HTTPConnectionPool):
-    pass
+def _new_connection(pinned: "addresses.Pinned",
+                    timeout: float) -> http.client.HTTPConnection:
+    if pinned.scheme == "https":
+        return _PinnedHTTPS(pinned, timeout)
+    return http.client.HTTPConnection(pinned.ip, pinned.port,
+                                      timeout=timeout)
 
 
-class _PinnedHTTPSPool(_PinnedPool, urllib3.HTTPSConnectionPool):
-    pass
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when an idle kept-alive connection was closed by the receiver
+    (readable while idle means EOF or garbage: either way, not reusable)."""
+    if conn.sock is None:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
+def _connections() -> "OrderedDict[tuple, http.client.HTTPConnection]":
+    conns = getattr(_local, "connections", None)
+    if conns is None:
+        conns = _local.connections = OrderedDict()
+    return conns
 
 
-def _http_session() -> requests.Session:
-    """One pooled session per thread: connections to a receiver are reused."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = requests.Session()
-        session.trust_env = False  # no proxies or netrc from the environment
-        adapter = _PinnedAdapter(pool_connections=32, pool_maxsize=4)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _local.session = session
-    return session
+def close_connections() -> None:
+    """Close this thread's kept-alive connections."""
+    conns = _connections()
+    while conns:
+        conns.popitem()[1].close()
 
 
-def message_body(message_id: str, type_: str, timestamp: str, hook_id: str,
-                 data: dict[str, Any]) -> str:
-    return json.dumps({
-        "id": message_id,
-        "type": type_,
-        "timestamp": timestamp,
-        "hook_id": hook_id,
-        "site_url": tk.config.get("ckan.site_url"),
-        "data": data,
-    }, separators=(",", ":"), default=str)
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def compose_body(message_id: str, type_: str, timestamp: str, hook_id: str,
+                 data_json: str) -> str:
+    """The body around ``data`` already in JSON (``to_json``): one event's
+    data is serialised once for all its messages. The same text as
+    ``to_json`` of the whole body would give."""
+    return '{"id":%s,"type":%s,"timestamp":%s,"hook_id":%s,"site_url":%s,' \
+        '"data":%s}' % (to_json(message_id), to_json(type_),
+                        to_json(timestamp), to_json(hook_id),
+                        to_json(tk.config.get("ckan.site_url")), data_json)
 
 
 def sign(message_id: str, timestamp: int, body: str,
@@ -210,8 +238,13 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 
 
 def post_message(address: str, message_id: str, body: str,
-                 secrets: list[str]) -> Outcome:
-    """POST one signed message to ``address`` and say what happened."""
+                 secrets: list[str],
+                 pinned: Optional["addresses.Pinned"] = None) -> Outcome:
+    """POST one signed message to ``address`` and say what happened.
+
+    ``pinned`` is where ``address`` was vetted to connect (``addresses.pin``);
+    without it the address is resolved and vetted here.
+    """
     timeout = tk.config.get("ckanext.webhooks.timeout")
     max_bytes = tk.config.get("ckanext.webhooks.max_response_bytes")
     started = time.monotonic()
@@ -219,10 +252,11 @@ def post_message(address: str, message_id: str, body: str,
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    try:
-        pinned = addresses.pin(address)
-    except addresses.AddressRefused as e:
-        return Outcome(None, "refused: " + str(e), elapsed())
+    if pinned is None:
+        try:
+            pinned = addresses.pin(address)
+        except addresses.AddressRefused as e:
+            return Outcome(None, "refused: " + str(e), elapsed())
 
     timestamp = int(time.time())
     headers = {
@@ -233,45 +267,82 @@ def post_message(address: str, message_id: str, body: str,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(message_id, timestamp, body, secrets),
     }
-    # requests' timeouts bound each socket operation; a receiver trickling
-    # bytes could stretch one attempt far beyond them. The watch cuts the
-    # connection when the whole attempt is over time.
-    watch = _Watch(pinned)
-    _local.watch = watch
-    _watchdog.watch(timeout, watch)
+    payload = body.encode()
+    conns = _connections()
+    key = (pinned.scheme, pinned.ip, pinned.port, pinned.hostname)
+    conn = conns.pop(key, None)
+    if conn is not None and _dropped(conn):
+        conn.close()
+        conn = None
+    for reused in ((True, False) if conn is not None else (False,)):
+        if not reused:
+            conn = _new_connection(pinned, timeout)
+        outcome, keep = _attempt(conn, pinned, payload, headers, timeout,
+                                 max_bytes, elapsed, reused)
+        if outcome is not None:
+            break
+        # a kept-alive connection the receiver had just closed: once more
+        # on a new one (nothing was answered on the old one)
+        conn.close()
+    assert outcome is not None
+    if keep:
+        conns[key] = conn
+        while len(conns) > CONNECTIONS_PER_THREAD:
+            conns.popitem(last=False)[1].close()
+    else:
+        conn.close()
+    return outcome
+
+
+def _attempt(conn: http.client.HTTPConnection, pinned: "addresses.Pinned",
+             payload: bytes, headers: dict[str, str], timeout: float,
+             max_bytes: int, elapsed, reused: bool
+             ) -> tuple[Optional[Outcome], bool]:
+    """One request on ``conn``: (outcome, keep the connection). The outcome
+    is None when a reused connection turned out closed before any answer."""
+    watch = _Watch(conn, timeout)
+    _watchdog.watch(watch)
+    answered = False
     try:
-        with _http_session().post(
-                address, data=body.encode(), headers=headers,
-                timeout=(timeout, timeout), allow_redirects=False,
-                stream=True) as response:
-            received = bytearray()
-            try:
-                for chunk in response.iter_content(4096):
-                    received.extend(chunk)
-                    if len(received) >= max_bytes or watch.expired:
-                        break
-            except requests.RequestException:
-                if not watch.expired:
-                    raise
-            if watch.expired and len(received) < max_bytes:
-                # cut off mid-answer: headers or body came too slowly
-                return Outcome(None, "timeout after {}s".format(timeout),
-                               elapsed())
-            return Outcome(
-                response.status_code, None, elapsed(),
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-                response_body=bytes(received[:max_bytes]))
-    except requests.RequestException as e:
-        if watch.expired or isinstance(e, requests.Timeout):
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        conn.request("POST", pinned.target, body=payload, headers=headers)
+        response = conn.getresponse()
+        answered = True
+        retry_after = _retry_after(response.getheader("Retry-After"))
+        received = b""
+        try:
+            received = response.read(max_bytes)
+        except (OSError, http.client.HTTPException):
+            if not watch.expired:
+                raise
+        if watch.expired and len(received) < max_bytes:
+            # cut off mid-answer: headers or body came too slowly
             return Outcome(None, "timeout after {}s".format(timeout),
-                           elapsed())
-        if isinstance(e, requests.ConnectionError):
-            return Outcome(None, "connection error: " + _short(e), elapsed())
-        return Outcome(None, "request error: " + _short(e), elapsed())
+                           elapsed()), False
+        keep = response.isclosed() and not response.will_close \
+            and not watch.expired
+        return Outcome(response.status, None, elapsed(),
+                       retry_after=retry_after,
+                       response_body=received[:max_bytes]), keep
+    except (OSError, http.client.HTTPException) as e:
+        if watch.expired or isinstance(e, TimeoutError):
+            return Outcome(None, "timeout after {}s".format(timeout),
+                           elapsed()), False
+        if reused and not answered and isinstance(e, (
+                http.client.RemoteDisconnected, ConnectionResetError,
+                BrokenPipeError)):
+            return None, False
+        if isinstance(e, ssl.SSLError):
+            return Outcome(None, "TLS error: " + _short(e), elapsed()), False
+        if isinstance(e, http.client.HTTPException):
+            return Outcome(None, "bad answer: " + _short(e),
+                           elapsed()), False
+        return Outcome(None, "connection error: " + _short(e), elapsed()), \
+            False
     finally:
-        watch.done = True
-        _local.watch = None
+        _watchdog.unwatch(watch)
 
 
 def _short(error: Exception) -> str:
-    return str(error)[:300]
+    return (str(error) or type(error).__name__)[:300]

@@ -20,7 +20,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.lib import jobs as ckan_jobs
 
-from ckanext.webhooks import access, delivery, verification
+from ckanext.webhooks import access, addresses, delivery, verification
 from ckanext.webhooks.model import (
     Delivery, Event, Hook, utcnow,
     DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED,
@@ -151,12 +151,12 @@ def fan_out_event(event_id: str) -> None:
         create_messages(event)
         event.fanned_out = utcnow()
         model.Session.commit()
-    _deliver_due(sa.and_(Delivery.event_id == event_id))
+    _deliver_due(_CLAIM_EVENT, {"event_id": event_id})
 
 
 def deliver_messages(message_ids: list[str]) -> None:
     """Job: attempt these messages (first tries, retries, pings)."""
-    _deliver_due(Delivery.id.in_(list(message_ids)))
+    _deliver_due(_CLAIM_IDS, {"ids": list(message_ids)})
 
 
 # --- delivering ---------------------------------------------------------------
@@ -173,49 +173,60 @@ def _claim_size() -> int:
     return ROUNDS_PER_CLAIM * _concurrency()
 
 
-def _claim(condition: Any) -> list[Delivery]:
-    """Lease due messages matching ``condition`` and count their attempt.
+# Claiming is one statement: due rows are locked (FOR UPDATE SKIP LOCKED, so
+# two workers never claim the same attempt), leased and counted, and come
+# back. The lease covers sending what was claimed, `concurrency` at a time,
+# each attempt cut off at the timeout; a worker that dies mid-attempt leaves
+# its messages to the sweep once the lease has ended.
+_CLAIM = """
+    WITH due AS (
+        SELECT id FROM webhooks_delivery
+        WHERE {condition}
+          AND status = 'pending' AND next_attempt <= :soon
+          AND (lease_until IS NULL OR lease_until < :now)
+        ORDER BY created LIMIT :size
+        FOR UPDATE SKIP LOCKED
+    ), lease AS (
+        SELECT CAST(:now AS timestamp) + make_interval(secs =>
+            :margin + :per_round * ceil(count(*) / CAST(:concurrency AS
+                                                         float))) AS until
+        FROM due
+    )
+    UPDATE webhooks_delivery d
+    SET attempts = d.attempts + 1, last_attempt = :now,
+        lease_until = lease.until
+    FROM due, lease
+    WHERE d.id = due.id
+    RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
+              d.attempts, d.created
+"""
+_CLAIM_EVENT = sa.text(_CLAIM.format(condition="event_id = :event_id"))
+_CLAIM_IDS = sa.text(_CLAIM.format(condition="id = ANY(:ids)"))
 
-    Rows are locked (``FOR UPDATE SKIP LOCKED``) while the lease is set, so
-    two workers never claim the same attempt. Until the lease ends no other
-    worker takes them; a worker that dies mid-attempt leaves them to the
-    sweep once it has ended. The lease covers sending what was claimed,
-    ``concurrency`` at a time, each attempt cut off at the timeout.
-    """
-    now = utcnow()
-    ids = model.Session.execute(
-        sa.select(Delivery.id).where(
-            condition,
-            Delivery.status == DELIVERY_PENDING,
-            Delivery.next_attempt <= now + datetime.timedelta(seconds=1),
-            sa.or_(Delivery.lease_until.is_(None),
-                   Delivery.lease_until < now),
-        ).order_by(Delivery.created).limit(_claim_size())
-        .with_for_update(skip_locked=True)
-    ).scalars().all()
-    if not ids:
-        model.Session.commit()
-        return []
-    rounds = -(-len(ids) // _concurrency())
-    attempt = tk.config.get("ckanext.webhooks.timeout") + 1
-    lease = now + datetime.timedelta(seconds=rounds * attempt + LEASE_MARGIN)
-    model.Session.execute(
-        sa.update(Delivery).where(Delivery.id.in_(ids))
-        .values(attempts=Delivery.attempts + 1, lease_until=lease,
-                last_attempt=now)
-        .execution_options(synchronize_session=False))
-    model.Session.commit()
-    return model.Session.query(Delivery).filter(
-        Delivery.id.in_(ids)).populate_existing().all()
+_HOOK_COLUMNS = sa.select(
+    Hook.id, Hook.address, Hook.status, Hook.owner_id, Hook.secret,
+    Hook.previous_secret, Hook.previous_secret_expires, Hook.client_errors,
+    Hook.last_success, Hook.failing_since)
 
 
-class _Plan:
-    __slots__ = ("message", "hook", "body", "secrets", "outcome")
+class _Message:
+    """A claimed message, its hook, and what its attempt brought."""
 
-    def __init__(self, message, hook, body, secrets):
-        self.message, self.hook, self.body = message, hook, body
-        self.secrets = secrets
+    __slots__ = ("id", "hook_id", "event_id", "type", "data", "body",
+                 "attempts", "created", "new_body", "hook", "secrets",
+                 "pinned", "outcome", "status", "error", "next_attempt")
+
+    def __init__(self, row):
+        (self.id, self.hook_id, self.event_id, self.type, self.data,
+         self.body, self.attempts, self.created) = row
+        self.new_body = False
+        self.hook = None
+        self.secrets: list[str] = []
+        self.pinned = None
         self.outcome: Optional[delivery.Outcome] = None
+        self.status = DELIVERY_PENDING
+        self.error: Optional[str] = None
+        self.next_attempt: Optional[datetime.datetime] = None
 
 
 class _JobCache:
@@ -224,56 +235,98 @@ class _JobCache:
     def __init__(self):
         self.events: dict[str, Optional[Event]] = {}
         self.viewers: dict[Optional[str], access.Viewer] = {}
-        self.data: dict[tuple, Optional[dict]] = {}
+        self.data: dict[tuple, Optional[str]] = {}
+
+    def event(self, event_id: str) -> Optional[Event]:
+        if event_id not in self.events:
+            self.events[event_id] = model.Session.get(Event, event_id)
+        return self.events[event_id]
+
+    def data_json(self, event: Event, owner_id: Optional[str]
+                  ) -> Optional[str]:
+        """The event's ``data`` as the owner may see it, as JSON; None when
+        the owner may not see it (access is judged at every attempt)."""
+        key = (event.id, owner_id)
+        if key not in self.data:
+            if owner_id not in self.viewers:
+                self.viewers[owner_id] = access.Viewer(owner_id)
+            data = access.event_data(event, self.viewers[owner_id])
+            self.data[key] = None if data is None else delivery.to_json(data)
+        return self.data[key]
 
 
-def _plans(messages: list[Delivery], cache: _JobCache) -> list[_Plan]:
-    """Decide what each claimed message carries; drop what may not be seen."""
-    hooks = {h.id: h for h in model.Session.query(Hook).filter(
-        Hook.id.in_({m.hook_id for m in messages}))}
-    events, viewers, data_cache = cache.events, cache.viewers, cache.data
+def _claim(statement: Any, params: dict[str, Any]) -> list[_Message]:
     now = utcnow()
-    plans = []
+    rows = model.Session.execute(statement, dict(
+        params, now=now, soon=now + datetime.timedelta(seconds=1),
+        size=_claim_size(), margin=LEASE_MARGIN,
+        per_round=tk.config.get("ckanext.webhooks.timeout") + 1,
+        concurrency=_concurrency())).fetchall()
+    model.Session.commit()
+    messages = [_Message(row) for row in rows]
+    messages.sort(key=lambda m: (m.created, m.id))
+    return messages
+
+
+def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
+    """Decide what each claimed message carries and where it goes; the
+    messages to send. The others are decided here: dropped (the owner may
+    not see the event, or it is gone) or failed (the hook is not active)."""
+    hooks = {row.id: row for row in model.Session.execute(
+        _HOOK_COLUMNS.where(Hook.id.in_(list({m.hook_id for m in messages}))))}
+    now = utcnow()
+    pins: dict[str, Any] = {}
+    sending = []
     for message in messages:
-        hook = hooks.get(message.hook_id)
-        if hook is None:
+        hook = message.hook = hooks.get(message.hook_id)
+        if hook is None:  # deleted meanwhile: its messages went with it
+            message.status = None
             continue
         if hook.status != STATUS_ACTIVE and message.type not in (
                 TYPE_PING, TYPE_VERIFY):
-            _finish(message, DELIVERY_FAILED, error="hook is " + hook.status)
+            message.status = DELIVERY_FAILED
+            message.error = "hook is " + hook.status
             continue
         if message.event_id:
-            if message.event_id not in events:
-                events[message.event_id] = model.Session.get(
-                    Event, message.event_id)
-            event = events[message.event_id]
-            if event is None:
-                model.Session.delete(message)
+            event = cache.event(message.event_id)
+            data_json = None
+            if event is not None and (message.body is None
+                                      or event.restricted):
+                data_json = cache.data_json(event, hook.owner_id)
+            if event is None or (data_json is None and (
+                    message.body is None or event.restricted)):
+                message.status = None  # not for this owner (any more)
                 continue
-            if message.body is None or event.restricted:
-                # access is judged at every attempt, on the owner's rights now
-                if hook.owner_id not in viewers:
-                    viewers[hook.owner_id] = access.Viewer(hook.owner_id)
-                key = (event.id, hook.owner_id)
-                if key not in data_cache:
-                    data_cache[key] = access.event_data(
-                        event, viewers[hook.owner_id])
-                data = data_cache[key]
-                if data is None:
-                    model.Session.delete(message)
-                    continue
-                if message.body is None:
-                    message.body = delivery.message_body(
-                        message.id, message.type, _iso(event.created),
-                        hook.id, data)
+            if message.body is None:
+                message.body = delivery.compose_body(
+                    message.id, message.type, _iso(event.created), hook.id,
+                    data_json)
+                message.new_body = True
         elif message.body is None:
-            message.body = delivery.message_body(
+            message.body = delivery.compose_body(
                 message.id, message.type, _iso(message.created), hook.id,
-                message.data or {})
-        plans.append(_Plan(message, hook, message.body,
-                           hook.secrets_for_signing(now)))
+                delivery.to_json(message.data or {}))
+            message.new_body = True
+        message.secrets = [hook.secret]
+        if hook.previous_secret and hook.previous_secret_expires \
+                and hook.previous_secret_expires > now:
+            message.secrets.append(hook.previous_secret)
+        # resolved and vetted once per address and claim: each attempt
+        # still connects only to the IP vetted here
+        if hook.address not in pins:
+            try:
+                pins[hook.address] = addresses.pin(hook.address)
+            except addresses.AddressRefused as e:
+                pins[hook.address] = e
+        pinned = pins[hook.address]
+        if isinstance(pinned, addresses.AddressRefused):
+            message.outcome = delivery.Outcome(None, "refused: " + str(pinned),
+                                               0)
+        else:
+            message.pinned = pinned
+        sending.append(message)
     model.Session.commit()
-    return plans
+    return sending
 
 
 _pool: Optional[ThreadPoolExecutor] = None
@@ -292,27 +345,24 @@ def _sender_pool(size: int) -> ThreadPoolExecutor:
     return _pool
 
 
-def _send_all(plans: list[_Plan]) -> None:
-    def send(plan: _Plan) -> None:
-        plan.outcome = delivery.post_message(
-            plan.hook.address, plan.message.id, plan.body, plan.secrets)
+def _send(message: _Message) -> None:
+    if message.outcome is None:
+        message.outcome = delivery.post_message(
+            message.hook.address, message.id, message.body, message.secrets,
+            pinned=message.pinned)
 
+
+def _send_all(messages: list[_Message]) -> None:
     size = _concurrency()
-    if size == 1 or len(plans) == 1:
-        for plan in plans:
-            send(plan)
+    if size == 1 or len(messages) == 1:
+        for message in messages:
+            _send(message)
         return
-    list(_sender_pool(size).map(send, plans))
+    list(_sender_pool(size).map(_send, messages))
 
 
-def _finish(message: Delivery, status: str, **values: Any) -> None:
-    message.status = status
-    message.lease_until = None
-    for key, value in values.items():
-        setattr(message, key, value)
-
-
-def _challenge_answered(message: Delivery, outcome: delivery.Outcome) -> bool:
+def _challenge_answered(message: _Message,
+                        outcome: delivery.Outcome) -> bool:
     challenge = (message.data or {}).get("challenge")
     return bool(challenge) and verification.answered(
         challenge, message.hook_id, outcome.response_body)
@@ -330,73 +380,166 @@ def _retry_delay(attempts: int, outcome: delivery.Outcome,
     return schedule[attempts - 1] * jitter
 
 
-def _record(plans: list[_Plan]) -> dict[float, list[str]]:
+class _HookChange:
+    """What this claim's outcomes do to one hook."""
+
+    __slots__ = ("reset", "errors", "failing", "status", "gone")
+
+    def __init__(self):
+        self.reset = False     # a success: consecutive 4xx start again
+        self.errors = 0        # 4xx answers since (or, without reset, more)
+        self.failing = False   # the latest outcome failed
+        self.status: Optional[str] = None
+        self.gone = False
+
+    def __bool__(self) -> bool:
+        return self.reset or self.failing or bool(self.errors) \
+            or self.status is not None or self.gone
+
+
+# Outcomes of a whole claim are written with two statements of constant text
+# (compiled once, one round trip each), whatever the claim's size.
+_STORE_OUTCOMES = sa.text("""
+    UPDATE webhooks_delivery d
+    SET status = v.status, lease_until = NULL,
+        response_status = v.response_status, error = v.error,
+        duration_ms = v.duration_ms,
+        next_attempt = COALESCE(v.next_attempt, d.next_attempt),
+        body = COALESCE(v.body, d.body)
+    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]),
+                CAST(:codes AS int[]), CAST(:errors AS text[]),
+                CAST(:durations AS int[]), CAST(:nexts AS timestamp[]),
+                CAST(:bodies AS text[]))
+         AS v(id, status, response_status, error, duration_ms, next_attempt,
+              body)
+    WHERE d.id = v.id
+""")
+_STORE_HOOKS = sa.text("""
+    UPDATE webhooks_hook h
+    SET client_errors = CASE WHEN v.reset THEN v.errors
+                             ELSE h.client_errors + v.errors END,
+        last_success = CASE WHEN v.reset THEN CAST(:now AS timestamp)
+                            ELSE h.last_success END,
+        failing_since = CASE WHEN NOT v.failing THEN NULL
+                             WHEN v.reset THEN CAST(:now AS timestamp)
+                             ELSE COALESCE(h.failing_since,
+                                           CAST(:now AS timestamp)) END,
+        status = COALESCE(v.status, h.status),
+        status_reason = CASE WHEN v.status IS NULL THEN h.status_reason END
+    FROM unnest(CAST(:ids AS text[]), CAST(:resets AS boolean[]),
+                CAST(:counts AS int[]), CAST(:failings AS boolean[]),
+                CAST(:statuses AS text[]))
+         AS v(id, reset, errors, failing, status)
+    WHERE h.id = v.id
+    RETURNING h.id, h.client_errors
+""")
+_DROP = sa.text("DELETE FROM webhooks_delivery WHERE id = ANY(:ids)")
+# while a hook keeps succeeding, its row is written at most this often
+LAST_SUCCESS_EVERY = datetime.timedelta(seconds=60)
+
+
+def _record(messages: list[_Message]) -> dict[float, list[str]]:
     """Store outcomes, apply the stale-hook rules; return retries by delay."""
     now = utcnow()
     jitter = 1 + random.uniform(0, 0.1)
     max_client_errors = tk.config.get("ckanext.webhooks.max_client_errors")
     retries: dict[float, list[str]] = {}
-    doomed: set[str] = set()
-    for plan in plans:
-        message, hook, outcome = plan.message, plan.hook, plan.outcome
-        assert outcome is not None
-        common = {"response_status": outcome.status, "error": outcome.error,
-                  "duration_ms": outcome.duration_ms}
+    changes: dict[str, _HookChange] = {}
+    dropped: list[str] = []
+    stored: list[_Message] = []
+    for message in messages:
+        outcome = message.outcome
+        if message.status is None:
+            dropped.append(message.id)
+            continue
+        stored.append(message)
+        if outcome is None:  # decided without an attempt
+            continue
+        hook = message.hook
+        change = changes.get(hook.id)
+        if change is None:
+            change = changes[hook.id] = _HookChange()
         if outcome.succeeded:
             if message.type == TYPE_VERIFY and not _challenge_answered(
                     message, outcome):
-                _finish(message, DELIVERY_FAILED, **dict(
-                    common, error="the answer did not echo the challenge"))
+                message.status = DELIVERY_FAILED
+                message.error = "the answer did not echo the challenge"
                 continue
-            _finish(message, DELIVERY_SUCCEEDED, **common)
-            hook.client_errors = 0
-            hook.last_success = now
-            hook.failing_since = None
+            message.status = DELIVERY_SUCCEEDED
+            change.reset, change.errors, change.failing = True, 0, False
             if message.type == TYPE_VERIFY and hook.status == STATUS_PENDING:
-                hook.status, hook.status_reason = STATUS_ACTIVE, None
+                change.status = STATUS_ACTIVE
             if message.type == TYPE_PING and hook.status == STATUS_DISABLED:
-                hook.status, hook.status_reason = STATUS_ACTIVE, None
+                change.status = STATUS_ACTIVE
             continue
 
-        hook.failing_since = hook.failing_since or now
+        change.failing = True
+        message.status = DELIVERY_FAILED
+        message.error = outcome.error
         if outcome.gone:
-            _finish(message, DELIVERY_FAILED, **common)
-            doomed.add(hook.id)
+            change.gone = True
         elif outcome.redirect:
-            _finish(message, DELIVERY_FAILED, **dict(
-                common, error="redirects are not followed"))
+            message.error = "redirects are not followed"
         elif outcome.client_error:
-            _finish(message, DELIVERY_FAILED, **common)
-            hook.client_errors = (hook.client_errors or 0) + 1
-            if hook.client_errors >= max_client_errors:
-                doomed.add(hook.id)
+            change.errors += 1
         else:
             delay = _retry_delay(message.attempts, outcome, jitter)
-            if delay is None:
-                _finish(message, DELIVERY_FAILED, **common)
-            else:
-                _finish(message, DELIVERY_PENDING, next_attempt=now +
-                        datetime.timedelta(seconds=delay), **common)
+            if delay is not None:
+                message.status = DELIVERY_PENDING
+                message.next_attempt = now + datetime.timedelta(
+                    seconds=delay)
                 retries.setdefault(round(delay, 1), []).append(message.id)
-    model.Session.commit()
+
+    if dropped:
+        model.Session.execute(_DROP, {"ids": dropped})
+    if stored:
+        model.Session.execute(_STORE_OUTCOMES, {
+            "ids": [m.id for m in stored],
+            "statuses": [m.status for m in stored],
+            "codes": [m.outcome and m.outcome.status for m in stored],
+            "errors": [m.error for m in stored],
+            "durations": [m.outcome and m.outcome.duration_ms
+                          for m in stored],
+            "nexts": [m.next_attempt for m in stored],
+            "bodies": [m.body if m.new_body else None for m in stored]})
+    hooks = {m.hook.id: m.hook for m in stored if m.hook is not None}
+    # a hook that simply keeps succeeding needs no write every time
+    changes = {
+        hook_id: c for hook_id, c in changes.items()
+        if c and not (c.reset and not c.failing and not c.errors
+                and c.status is None and not hooks[hook_id].client_errors
+                and hooks[hook_id].failing_since is None
+                and hooks[hook_id].last_success is not None
+                and hooks[hook_id].last_success > now - LAST_SUCCESS_EVERY)}
+    doomed = {hook_id for hook_id, c in changes.items() if c.gone}
+    if changes:
+        ids = sorted(changes)  # one lock order for every worker
+        for hook_id, errors in model.Session.execute(_STORE_HOOKS, {
+                "now": now, "ids": ids,
+                "resets": [changes[i].reset for i in ids],
+                "counts": [changes[i].errors for i in ids],
+                "failings": [changes[i].failing for i in ids],
+                "statuses": [changes[i].status for i in ids]}):
+            if errors >= max_client_errors and changes[hook_id].errors:
+                doomed.add(hook_id)
     if doomed:
         log.info("webhooks: deleting stale hooks %s", sorted(doomed))
         model.Session.query(Hook).filter(Hook.id.in_(doomed)).delete(
             synchronize_session=False)
-        model.Session.commit()
+    model.Session.commit()
     return retries
 
 
-def _deliver_due(condition: Any) -> None:
+def _deliver_due(statement: Any, params: dict[str, Any]) -> None:
     cache = _JobCache()
     try:
         while True:
-            messages = _claim(condition)
+            messages = _claim(statement, params)
             if not messages:
                 return
-            plans = _plans(messages, cache)
-            _send_all(plans)
-            for delay, ids in _record(plans).items():
+            sending = _plan(messages, cache)
+            _send_all(sending)
+            for delay, ids in _record(messages).items():
                 enqueue_delivery(ids, delay)
             if len(messages) < _claim_size():
                 return

@@ -317,20 +317,14 @@ def tls_receiver(tmp_path, monkeypatch):
     trustme = pytest.importorskip("trustme")
     import ssl
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    import requests.adapters
+    from ckanext.webhooks import delivery
 
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
-    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH",
-                        str(ca_path))
-    if getattr(requests.adapters, "_preloaded_ssl_context", None):
-        # requests 2.32.0-2.32.4 verify with a context loaded at import
-        from urllib3.util.ssl_ import create_urllib3_context
-        context = create_urllib3_context()
-        context.load_verify_locations(str(ca_path))
-        monkeypatch.setattr(requests.adapters, "_preloaded_ssl_context",
-                            context)
+    # the sender trusts this CA instead of certifi's bundle
+    monkeypatch.setattr(delivery, "_tls",
+                        ssl.create_default_context(cafile=str(ca_path)))
     got = []
 
     class Handler(BaseHTTPRequestHandler):
