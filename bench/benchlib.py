@@ -307,33 +307,39 @@ class Nginx:
         self._offset = os.path.getsize(self.access_log)
 
     def arrivals(self) -> list[tuple[float, str, str]]:
+        return self._read_from(self._offset)[0]
+
+    def _read_from(self, offset: int) -> tuple[list, int]:
+        """The whole lines logged after ``offset``, and where they end."""
         with open(self.access_log, "rb") as f:
-            f.seek(self._offset)
+            f.seek(offset)
             data = f.read()
-        # only whole lines
         data = data[:data.rfind(b"\n") + 1]
         out = []
         for line in data.decode().splitlines():
             msec, message_id, status = line.split(" ")
             out.append((float(msec), message_id, status))
-        return out
+        return out, offset + len(data)
 
     def wait_for(self, count: int, timeout: float) -> list[tuple]:
         """The arrivals since ``mark`` once there are ``count``, or a
-        timeout error naming how many came."""
+        timeout error naming how many came.
+
+        Reads only what is new, every 50 ms: the arrival times come from
+        nginx ($msec), so polling costs the measured processes little CPU
+        and does not change the times.
+        """
         deadline = time.monotonic() + timeout
-        seen = 0
+        got: list[tuple] = []
+        offset = self._offset
         while time.monotonic() < deadline:
-            size = os.path.getsize(self.access_log) - self._offset
-            # a line is at least ~40 bytes: read only when it can be enough
-            if size >= count * 20:
-                got = self.arrivals()
-                seen = len(got)
-                if seen >= count:
-                    return got
-            time.sleep(0.005)
+            new, offset = self._read_from(offset)
+            got.extend(new)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
         raise TimeoutError("{} of {} deliveries arrived within {}s".format(
-            seen, count, timeout))
+            len(got), count, timeout))
 
 
 # --- the worker process -----------------------------------------------------------

@@ -89,12 +89,28 @@ class Pinned(NamedTuple):
     target: str = "/"  # path and query, as sent in the request line
 
 
-def pin(address: str) -> Pinned:
+def _vet(hostname: str, port: int) -> list[str] | str:
+    """The IPs ``hostname`` resolves to, or why none may be used."""
+    try:
+        ips = _resolve(hostname, port)
+    except (socket.gaierror, UnicodeError, OSError):
+        return "host could not be resolved"
+    if not tk.config.get("ckanext.webhooks.allow_private_addresses"):
+        for raw in ips:
+            if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
+                return _PRIVATE_EN
+    return ips
+
+
+def pin(address: str, resolved: dict | None = None) -> Pinned:
     """Resolve ``address`` once and vet the IP it will connect to.
 
     The attempt then connects to exactly that IP, so a name that resolves to
     a public IP at the check and a private one a moment later (DNS
     rebinding) cannot slip through. Raises AddressRefused.
+
+    ``resolved`` (a dict the caller keeps for a moment, e.g. one claim of
+    messages) saves resolving the same host again for the next address.
     """
     # runs in sender threads without a Flask app: messages stay untranslated
     try:
@@ -111,14 +127,16 @@ def pin(address: str) -> Pinned:
             hostname.rstrip(".").lower() == "localhost"
             or hostname.rstrip(".").lower().endswith(".localhost")):
         raise AddressRefused(_PRIVATE_EN)
-    try:
-        ips = _resolve(hostname, port)
-    except (socket.gaierror, UnicodeError, OSError):
-        raise AddressRefused("host could not be resolved")
-    if not tk.config.get("ckanext.webhooks.allow_private_addresses"):
-        for raw in ips:
-            if not _is_public(ipaddress.ip_address(raw.split("%", 1)[0])):
-                raise AddressRefused(_PRIVATE_EN)
+    key = (hostname, port)
+    if resolved is not None and key in resolved:
+        verdict = resolved[key]
+    else:
+        verdict = _vet(hostname, port)
+        if resolved is not None:
+            resolved[key] = verdict
+    if isinstance(verdict, str):
+        raise AddressRefused(verdict)
+    ips = verdict
     ip = ips[0].split("%", 1)[0]
     try:  # the wire carries ASCII: an international name in its IDNA form
         hostname.encode("ascii")

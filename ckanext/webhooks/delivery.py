@@ -6,7 +6,7 @@ what happened.
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
 import hmac
 import http.client
 import json
@@ -175,7 +175,16 @@ def compose_body(message_id: str, type_: str, timestamp: str, hook_id: str,
     return '{"id":%s,"type":%s,"timestamp":%s,"hook_id":%s,"site_url":%s,' \
         '"data":%s}' % (to_json(message_id), to_json(type_),
                         to_json(timestamp), to_json(hook_id),
-                        to_json(tk.config.get("ckan.site_url")), data_json)
+                        _site_url_json(), data_json)
+
+
+def _site_url_json() -> str:
+    return to_json(tk.config.get("ckan.site_url"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
 
 
 def sign(message_id: str, timestamp: int, body: str,
@@ -184,8 +193,7 @@ def sign(message_id: str, timestamp: int, body: str,
     content = f"{message_id}.{timestamp}.{body}".encode()
     signatures = []
     for secret in secrets:
-        key = base64.b64decode(secret.removeprefix("whsec_"))
-        digest = hmac.new(key, content, hashlib.sha256).digest()
+        digest = hmac.digest(_key(secret), content, "sha256")
         signatures.append("v1," + base64.b64encode(digest).decode())
     return " ".join(signatures)
 

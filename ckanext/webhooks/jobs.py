@@ -7,6 +7,7 @@ never send the same attempt twice.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import random
@@ -236,6 +237,12 @@ class _JobCache:
         self.events: dict[str, Optional[Event]] = {}
         self.viewers: dict[Optional[str], access.Viewer] = {}
         self.data: dict[tuple, Optional[str]] = {}
+        self.timestamps: dict[str, str] = {}
+
+    def timestamp(self, event: Event) -> str:
+        if event.id not in self.timestamps:
+            self.timestamps[event.id] = _iso(event.created)
+        return self.timestamps[event.id]
 
     def event(self, event_id: str) -> Optional[Event]:
         if event_id not in self.events:
@@ -255,13 +262,17 @@ class _JobCache:
         return self.data[key]
 
 
-def _claim(statement: Any, params: dict[str, Any]) -> list[_Message]:
+def _claim(statement: Any, params: dict[str, Any],
+           rounds_waiting: int = 0) -> list[_Message]:
+    """Lease due messages; the lease also covers ``rounds_waiting`` rounds
+    of sending that come first."""
     now = utcnow()
+    per_round = tk.config.get("ckanext.webhooks.timeout") + 1
     rows = model.Session.execute(statement, dict(
         params, now=now, soon=now + datetime.timedelta(seconds=1),
-        size=_claim_size(), margin=LEASE_MARGIN,
-        per_round=tk.config.get("ckanext.webhooks.timeout") + 1,
-        concurrency=_concurrency())).fetchall()
+        size=_claim_size(),
+        margin=LEASE_MARGIN + rounds_waiting * per_round,
+        per_round=per_round, concurrency=_concurrency())).fetchall()
     model.Session.commit()
     messages = [_Message(row) for row in rows]
     messages.sort(key=lambda m: (m.created, m.id))
@@ -276,6 +287,7 @@ def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
         _HOOK_COLUMNS.where(Hook.id.in_(list({m.hook_id for m in messages}))))}
     now = utcnow()
     pins: dict[str, Any] = {}
+    resolved: dict[tuple, Any] = {}
     sending = []
     for message in messages:
         hook = message.hook = hooks.get(message.hook_id)
@@ -299,8 +311,8 @@ def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
                 continue
             if message.body is None:
                 message.body = delivery.compose_body(
-                    message.id, message.type, _iso(event.created), hook.id,
-                    data_json)
+                    message.id, message.type, cache.timestamp(event),
+                    hook.id, data_json)
                 message.new_body = True
         elif message.body is None:
             message.body = delivery.compose_body(
@@ -315,7 +327,7 @@ def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
         # still connects only to the IP vetted here
         if hook.address not in pins:
             try:
-                pins[hook.address] = addresses.pin(hook.address)
+                pins[hook.address] = addresses.pin(hook.address, resolved)
             except addresses.AddressRefused as e:
                 pins[hook.address] = e
         pinned = pins[hook.address]
@@ -346,19 +358,39 @@ def _sender_pool(size: int) -> ThreadPoolExecutor:
 
 
 def _send(message: _Message) -> None:
-    if message.outcome is None:
+    if message.outcome is not None:
+        return
+    try:
         message.outcome = delivery.post_message(
             message.hook.address, message.id, message.body, message.secrets,
             pinned=message.pinned)
+    except Exception as e:  # a bug must not lose the other outcomes
+        log.exception("webhooks: sending %s failed", message.id)
+        message.outcome = delivery.Outcome(
+            None, "internal error: " + type(e).__name__, 0)
 
 
-def _send_all(messages: list[_Message]) -> None:
-    size = _concurrency()
-    if size == 1 or len(messages) == 1:
+def _start_sending(messages: list[_Message]) -> list:
+    """Send ``messages`` on the sender threads; the futures to wait for
+    (none when they were sent right here). Each thread takes the next
+    message as soon as it is free."""
+    size = min(_concurrency(), len(messages))
+    if size <= 1:
         for message in messages:
             _send(message)
-        return
-    list(_sender_pool(size).map(_send, messages))
+        return []
+    todo = collections.deque(messages)
+
+    def work() -> None:
+        while True:
+            try:
+                message = todo.popleft()
+            except IndexError:
+                return
+            _send(message)
+
+    pool = _sender_pool(_concurrency())
+    return [pool.submit(work) for _ in range(size)]
 
 
 def _challenge_answered(message: _Message,
@@ -531,18 +563,39 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
 
 
 def _deliver_due(statement: Any, params: dict[str, Any]) -> None:
+    """Claim, send and record due messages until none are left.
+
+    A pipeline: while the sender threads send one claim, this thread records
+    the claim before it and claims and plans the next, so the database
+    round trips overlap with the HTTP ones. A claim's lease covers the claim
+    before it too.
+    """
     cache = _JobCache()
+
+    def claim() -> tuple[list[_Message], list[_Message]]:
+        messages = _claim(statement, params, rounds_waiting=ROUNDS_PER_CLAIM)
+        return messages, (_plan(messages, cache) if messages else [])
+
+    def record(messages: list[_Message]) -> None:
+        for delay, ids in _record(messages).items():
+            enqueue_delivery(ids, delay)
+
     try:
-        while True:
-            messages = _claim(statement, params)
-            if not messages:
-                return
-            sending = _plan(messages, cache)
-            _send_all(sending)
-            for delay, ids in _record(messages).items():
-                enqueue_delivery(ids, delay)
-            if len(messages) < _claim_size():
-                return
+        messages, sending = claim()
+        futures = _start_sending(sending)
+        while messages:
+            upcoming, upcoming_sending = claim() \
+                if len(messages) >= _claim_size() else ([], [])
+            for future in futures:
+                future.result()
+            futures = _start_sending(upcoming_sending)
+            try:
+                record(messages)
+            except BaseException:
+                for future in futures:  # no thread still sends for us
+                    future.cancel()
+                raise
+            messages = upcoming
     finally:
         model.Session.remove()
 
