@@ -11,7 +11,7 @@ import collections
 import datetime
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
 from typing import Any, Optional
 
 import redis
@@ -33,10 +33,9 @@ log = logging.getLogger(__name__)
 TYPE_PING = "webhook/ping"
 TYPE_VERIFY = "webhook/verify"
 
-# a job claims this many rounds of `concurrency` messages at a time; the
-# claim's lease covers all rounds at the worst-case attempt time
-ROUNDS_PER_CLAIM = 8
-# seconds added to a claim's lease for building bodies and recording outcomes
+# a job claims this many rounds of `concurrency` messages at a time
+ROUNDS_PER_CLAIM = 16
+# seconds added to a lease for building bodies and recording outcomes
 LEASE_MARGIN = 5
 # at most this many ids travel in one delivery job
 IDS_PER_JOB = 200
@@ -175,10 +174,10 @@ def _claim_size() -> int:
 
 
 # Claiming is one statement: due rows are locked (FOR UPDATE SKIP LOCKED, so
-# two workers never claim the same attempt), leased and counted, and come
-# back. The lease covers sending what was claimed, `concurrency` at a time,
-# each attempt cut off at the timeout; a worker that dies mid-attempt leaves
-# its messages to the sweep once the lease has ended.
+# two workers never claim the same attempt), leased, counted and come back.
+# A lease lasts two worst-case attempts; the job renews the leases of what it
+# still holds while it sends, so a worker that dies leaves its messages to
+# the sweep within that time, however large its claims.
 _CLAIM = """
     WITH due AS (
         SELECT id FROM webhooks_delivery
@@ -187,20 +186,19 @@ _CLAIM = """
           AND (lease_until IS NULL OR lease_until < :now)
         ORDER BY created LIMIT :size
         FOR UPDATE SKIP LOCKED
-    ), lease AS (
-        SELECT CAST(:now AS timestamp) + make_interval(secs =>
-            :margin + :per_round * ceil(count(*) / CAST(:concurrency AS
-                                                         float))) AS until
-        FROM due
     )
     UPDATE webhooks_delivery d
-    SET attempts = d.attempts + 1, last_attempt = :now,
-        lease_until = lease.until
-    FROM due, lease
+    SET attempts = d.attempts + 1, last_attempt = :now, lease_until = :lease
+    FROM due
     WHERE d.id = due.id
     RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
               d.attempts, d.created
 """
+# only rows still under this job's lease (not taken over by another worker)
+_RENEW = sa.text("""
+    UPDATE webhooks_delivery SET lease_until = :lease
+    WHERE id = ANY(:ids) AND lease_until = :held
+""")
 _CLAIM_EVENT = sa.text(_CLAIM.format(condition="event_id = :event_id"))
 _CLAIM_IDS = sa.text(_CLAIM.format(condition="id = ANY(:ids)"))
 
@@ -262,21 +260,42 @@ class _JobCache:
         return self.data[key]
 
 
-def _claim(statement: Any, params: dict[str, Any],
-           rounds_waiting: int = 0) -> list[_Message]:
-    """Lease due messages; the lease also covers ``rounds_waiting`` rounds
-    of sending that come first."""
+def _lease_seconds() -> float:
+    return 2 * (tk.config.get("ckanext.webhooks.timeout") + 1) + LEASE_MARGIN
+
+
+class _Claim:
+    """Messages claimed together, and the lease they are held under."""
+
+    def __init__(self, messages: list["_Message"], lease: datetime.datetime):
+        self.messages = messages
+        self.lease = lease
+        self.sending: list[_Message] = []
+        self.futures: list = []
+
+
+def _claim(statement: Any, params: dict[str, Any]) -> _Claim:
     now = utcnow()
-    per_round = tk.config.get("ckanext.webhooks.timeout") + 1
+    lease = now + datetime.timedelta(seconds=_lease_seconds())
     rows = model.Session.execute(statement, dict(
         params, now=now, soon=now + datetime.timedelta(seconds=1),
-        size=_claim_size(),
-        margin=LEASE_MARGIN + rounds_waiting * per_round,
-        per_round=per_round, concurrency=_concurrency())).fetchall()
+        size=_claim_size(), lease=lease)).fetchall()
     model.Session.commit()
     messages = [_Message(row) for row in rows]
     messages.sort(key=lambda m: (m.created, m.id))
-    return messages
+    return _Claim(messages, lease)
+
+
+def _renew(claims: list[_Claim]) -> None:
+    """Extend the leases of claims still being sent or waiting to be."""
+    lease = utcnow() + datetime.timedelta(seconds=_lease_seconds())
+    for claim in claims:
+        if claim.messages:
+            model.Session.execute(_RENEW, {
+                "ids": [m.id for m in claim.messages], "held": claim.lease,
+                "lease": lease})
+            claim.lease = lease
+    model.Session.commit()
 
 
 def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
@@ -374,11 +393,11 @@ def _start_sending(messages: list[_Message]) -> list:
     """Send ``messages`` on the sender threads; the futures to wait for
     (none when they were sent right here). Each thread takes the next
     message as soon as it is free."""
-    size = min(_concurrency(), len(messages))
-    if size <= 1:
+    if len(messages) <= 1:
         for message in messages:
             _send(message)
         return []
+    size = min(_concurrency(), len(messages))
     todo = collections.deque(messages)
 
     def work() -> None:
@@ -567,35 +586,38 @@ def _deliver_due(statement: Any, params: dict[str, Any]) -> None:
 
     A pipeline: while the sender threads send one claim, this thread records
     the claim before it and claims and plans the next, so the database
-    round trips overlap with the HTTP ones. A claim's lease covers the claim
-    before it too.
+    round trips overlap with the HTTP ones. While it waits for the senders
+    it renews the leases of both claims.
     """
     cache = _JobCache()
+    renew_every = _lease_seconds() / 4
 
-    def claim() -> tuple[list[_Message], list[_Message]]:
-        messages = _claim(statement, params, rounds_waiting=ROUNDS_PER_CLAIM)
-        return messages, (_plan(messages, cache) if messages else [])
-
-    def record(messages: list[_Message]) -> None:
-        for delay, ids in _record(messages).items():
-            enqueue_delivery(ids, delay)
+    def claim() -> _Claim:
+        claimed = _claim(statement, params)
+        if claimed.messages:
+            claimed.sending = _plan(claimed.messages, cache)
+        return claimed
 
     try:
-        messages, sending = claim()
-        futures = _start_sending(sending)
-        while messages:
-            upcoming, upcoming_sending = claim() \
-                if len(messages) >= _claim_size() else ([], [])
-            for future in futures:
-                future.result()
-            futures = _start_sending(upcoming_sending)
+        current = claim()
+        current.futures = _start_sending(current.sending)
+        while current.messages:
+            upcoming = claim() if len(current.messages) >= _claim_size() \
+                else _Claim([], utcnow())
+            pending = set(current.futures)
+            while pending:
+                _, pending = futures_wait(pending, timeout=renew_every)
+                if pending:
+                    _renew([current, upcoming])
+            upcoming.futures = _start_sending(upcoming.sending)
             try:
-                record(messages)
+                for delay, ids in _record(current.messages).items():
+                    enqueue_delivery(ids, delay)
             except BaseException:
-                for future in futures:  # no thread still sends for us
+                for future in upcoming.futures:  # no thread sends for us
                     future.cancel()
                 raise
-            messages = upcoming
+            current = upcoming
     finally:
         model.Session.remove()
 

@@ -191,6 +191,33 @@ def test_two_workers_never_send_the_same_attempt_twice(
 
 
 @pytest.mark.usefixtures("webhooks")
+def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
+        own_redis, workers, receiver):
+    """With a 1 s timeout a lease lasts 2 * (1 + 1) + 5 = 9 s; sending this
+    claim of 16 messages one at a time takes about 11 s. The worker renews
+    its leases while it sends, so the second worker, sweeping every second,
+    finds nothing to take over."""
+    count = jobs.ROUNDS_PER_CLAIM  # one claim at concurrency 1
+    for n in range(count):
+        path = "/slow/{}".format(n)
+        receiver.always(path, lambda got: Answer(204, delay=0.7))
+        helpers.call_action("webhook_create", topic="dataset/create",
+                            address=receiver.url(path))
+    options = _worker_options(own_redis.url, **{
+        "ckanext.webhooks.concurrency": 1, "ckanext.webhooks.timeout": 1})
+    workers(**options)
+    factories.Dataset()
+    assert receiver.wait_for(1, arrived=True, timeout=30)
+    workers(**options)
+
+    receiver.wait_for(count, timeout=60, arrived=True)
+    time.sleep(3)  # room for any duplicate to show up
+    ids = [r.headers["webhook-id"] for r in receiver.arrived]
+    assert len(ids) == count
+    assert len(set(ids)) == count
+
+
+@pytest.mark.usefixtures("webhooks")
 def test_worker_runs_delayed_retries_with_its_scheduler(
         own_redis, workers, receiver):
     receiver.answer("/hook", Answer(500), Answer(503))
