@@ -52,10 +52,15 @@ def _job_options() -> dict[str, Any]:
             "job_timeout": max(600, tk.config.get("ckan.jobs.timeout"))}
 
 
+def push_fan_out(event_id: str) -> None:
+    """Ask a worker to fan ``event_id`` out; raises RedisError."""
+    _queue().enqueue(fan_out_event, event_id, **_job_options())
+
+
 def enqueue_fan_out(event_id: str) -> bool:
     """Ask a worker to fan ``event_id`` out; the sweep retries on failure."""
     try:
-        _queue().enqueue(fan_out_event, event_id, **_job_options())
+        push_fan_out(event_id)
         return True
     except redis.exceptions.RedisError as e:
         log.warning("webhooks: could not enqueue event %s (%s); the worker's "

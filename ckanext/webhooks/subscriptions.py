@@ -3,9 +3,12 @@
 Changes are read from the SQLAlchemy session while CKAN writes them, and an
 event row is added to the *same* transaction just before it commits (a
 transactional outbox): a change that rolls back leaves no event, and a change
-that commits always leaves one, even if Redis is down at that moment. After
-the commit, one fan-out job per event is enqueued; if that fails the worker's
-sweep enqueues it later.
+that commits always leaves one, even if Redis is down at that moment. The
+same statement notifies the ``webhooks_event`` channel, which PostgreSQL
+delivers on commit: the workers' dispatcher (``dispatch``) enqueues the
+fan-out jobs, so a request never waits for Redis. An event whose
+notification was missed is found by the dispatcher when it (re)connects and
+by the worker's sweep.
 
 Nothing here matches hooks or does HTTP: that is the worker's job.
 
@@ -18,10 +21,10 @@ plugin hooks run sometimes before and sometimes after the commit
 """
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
-
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event, inspect as sa_inspect
@@ -29,12 +32,11 @@ from sqlalchemy import event as sa_event, inspect as sa_inspect
 import ckan.model as model
 import ckan.plugins as plugins
 
-from ckanext.webhooks.model import Event, utcnow
+from ckanext.webhooks.model import utcnow
 
 log = logging.getLogger(__name__)
 
 _CHANGES = "webhooks_changes"
-_TO_ENQUEUE = "webhooks_to_enqueue"
 
 # columns whose change alone is bookkeeping, not news
 _DATASET_BOOKKEEPING = {"metadata_modified"}
@@ -178,27 +180,48 @@ def _dataset_of_related_row(obj: Any) -> str | None:
     return None
 
 
-# constant text: compiled once, not an ORM query built in every request
-_GROUPS_OF_DATASETS = sa.text("""
-    SELECT m.table_id, m.group_id FROM member m
-    JOIN "group" g ON g.id = m.group_id
-    WHERE m.table_name = 'package' AND m.state = 'active'
-      AND NOT g.is_organization AND m.table_id = ANY(:ids)
+# One statement per transaction, of constant text (compiled once): it adds
+# the events with the groups of their datasets, and announces each on the
+# ``webhooks_event`` channel. PostgreSQL delivers the notifications only if
+# and when the transaction commits; the workers' dispatcher listens.
+CHANNEL = "webhooks_event"
+_INSERT_EVENTS = sa.text("""
+    WITH added AS (
+        INSERT INTO webhooks_event (id, topic, entity_id, package_id,
+                                    organization_id, group_ids, restricted,
+                                    snapshot, created)
+        SELECT v.id, v.topic, v.entity_id, v.package_id, v.organization_id,
+               ARRAY(SELECT m.group_id FROM member m
+                     JOIN "group" g ON g.id = m.group_id
+                     WHERE m.table_name = 'package' AND m.state = 'active'
+                       AND NOT g.is_organization
+                       AND m.table_id = v.package_id
+                     ORDER BY m.group_id),
+               v.restricted, CAST(v.snapshot AS jsonb), v.created
+        FROM unnest(CAST(:ids AS text[]), CAST(:topics AS text[]),
+                    CAST(:entity_ids AS text[]),
+                    CAST(:package_ids AS text[]),
+                    CAST(:organization_ids AS text[]),
+                    CAST(:restricted AS boolean[]),
+                    CAST(:snapshots AS text[]),
+                    CAST(:created AS timestamp[]))
+             AS v(id, topic, entity_id, package_id, organization_id,
+                  restricted, snapshot, created)
+        RETURNING id
+    )
+    SELECT pg_notify('""" + CHANNEL + """', id) FROM added
 """)
 
 
-def _group_ids_by_dataset(dataset_ids: set[str]) -> dict[str, list[str]]:
-    if not dataset_ids:
-        return {}
-    rows = model.Session.execute(_GROUPS_OF_DATASETS,
-                                 {"ids": list(dataset_ids)}).all()
-    groups: dict[str, list[str]] = {}
-    for dataset_id, group_id in rows:
-        groups.setdefault(dataset_id, []).append(group_id)
-    return groups
+def _event(topic: str, entity_id: str, package_id: str,
+           organization_id: str | None, restricted: bool,
+           snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {"topic": topic, "entity_id": entity_id, "package_id": package_id,
+            "organization_id": organization_id,
+            "restricted": bool(restricted), "snapshot": snapshot}
 
 
-def _events_for(changes: dict) -> list[Event]:
+def _events_for(changes: dict) -> list[dict[str, Any]]:
     datasets = {k[1]: v for k, v in changes.items() if k[0] == "dataset"}
     resources = {k[1]: v for k, v in changes.items() if k[0] == "resource"}
 
@@ -213,7 +236,6 @@ def _events_for(changes: dict) -> list[Event]:
                 continue
             change["snapshot"] = _dataset_snapshot(pkg, pkg.private,
                                                    pkg.state)
-    groups = _group_ids_by_dataset(set(datasets))
     touched_by_resources = {r["package_id"] for r in resources.values()}
 
     events = []
@@ -230,11 +252,8 @@ def _events_for(changes: dict) -> list[Event]:
             restricted = snap["was_private"] or snap["was_state"] != "active"
         else:
             restricted = snap["private"] or snap["state"] != "active"
-        events.append(Event(
-            topic="dataset/" + kind, entity_id=dataset_id,
-            package_id=dataset_id, organization_id=snap["owner_org"],
-            group_ids=groups.get(dataset_id, []), restricted=restricted,
-            snapshot=snap))
+        events.append(_event("dataset/" + kind, dataset_id, dataset_id,
+                             snap["owner_org"], restricted, snap))
 
     for resource_id, change in resources.items():
         dataset = datasets.get(change["package_id"])
@@ -244,14 +263,11 @@ def _events_for(changes: dict) -> list[Event]:
             continue  # part of the dataset's own event
         snap = dict(dataset["snapshot"])
         restricted = snap["private"] or snap["state"] != "active"
-        events.append(Event(
-            topic="resource/" + change["kind"], entity_id=resource_id,
-            package_id=change["package_id"],
-            organization_id=snap["owner_org"],
-            group_ids=groups.get(change["package_id"], []),
-            restricted=restricted,
-            snapshot={"id": resource_id, "package_id": change["package_id"],
-                      "name": change.get("name"), "dataset": snap}))
+        events.append(_event(
+            "resource/" + change["kind"], resource_id, change["package_id"],
+            snap["owner_org"], restricted,
+            {"id": resource_id, "package_id": change["package_id"],
+             "name": change.get("name"), "dataset": snap}))
     return events
 
 
@@ -267,32 +283,23 @@ def _record_events(session: Any) -> None:
     events = _events_for(changes)
     if not events:
         return
-    # one INSERT statement, without the unit of work of a flush
-    rows = []
-    for event in events:
-        event.id = event.id or uuid.uuid4().hex
-        event.created = event.created or utcnow()
-        rows.append({c.key: getattr(event, c.key)
-                     for c in Event.__table__.columns})
-    session.execute(Event.__table__.insert(), rows)
-    session.info.setdefault(_TO_ENQUEUE, []).extend(e.id for e in events)
-
-
-def _enqueue_committed(session: Any) -> None:
-    """after_commit: the events exist now; hand them to the worker."""
-    session.info.pop(_CHANGES, None)
-    event_ids = session.info.pop(_TO_ENQUEUE, None)
-    if not event_ids:
-        return
-    from ckanext.webhooks import jobs
-    for event_id in event_ids:
-        jobs.enqueue_fan_out(event_id)
+    now = utcnow()
+    session.execute(_INSERT_EVENTS, {
+        "ids": [uuid.uuid4().hex for _ in events],
+        "topics": [e["topic"] for e in events],
+        "entity_ids": [e["entity_id"] for e in events],
+        "package_ids": [e["package_id"] for e in events],
+        "organization_ids": [e["organization_id"] for e in events],
+        "restricted": [e["restricted"] for e in events],
+        "snapshots": [json.dumps(e["snapshot"], default=str)
+                      for e in events],
+        "created": [now for _ in events],
+    })
 
 
 def _forget(session: Any) -> None:
-    """after_rollback: nothing of this transaction happened."""
+    """after_commit and after_rollback: start the next transaction afresh."""
     session.info.pop(_CHANGES, None)
-    session.info.pop(_TO_ENQUEUE, None)
 
 
 _listening = False
@@ -305,6 +312,6 @@ def listen() -> None:
         return
     sa_event.listen(model.Session, "after_flush", _collect_changes)
     sa_event.listen(model.Session, "before_commit", _record_events)
-    sa_event.listen(model.Session, "after_commit", _enqueue_committed)
+    sa_event.listen(model.Session, "after_commit", _forget)
     sa_event.listen(model.Session, "after_rollback", _forget)
     _listening = True

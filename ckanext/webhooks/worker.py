@@ -2,8 +2,9 @@
 
 An RQ worker on the webhooks queue that runs jobs in its own process (no fork
 per job: CKAN's forking worker reloads the whole environment for every job),
-runs RQ's scheduler so delayed retries happen, and sweeps the database every
-``ckanext.webhooks.sweep_interval`` seconds for work whose job was lost.
+runs RQ's scheduler so delayed retries happen, sweeps the database every
+``ckanext.webhooks.sweep_interval`` seconds for work whose job was lost, and
+runs a dispatcher thread that enqueues events as they commit (``dispatch``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.lib import jobs as ckan_jobs
 
-from ckanext.webhooks import jobs
+from ckanext.webhooks import dispatch, jobs
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,16 @@ class WebhooksWorker(rq.SimpleWorker):
 
 
 def run_worker(burst: bool = False) -> None:
-    """Sweep once for anything left behind, then work the queue."""
+    """Sweep once for anything left behind, then work the queue; a worker
+    that keeps running also dispatches new events as they commit."""
     try:
         jobs.sweep(grace=0)
     except Exception:
         log.exception("webhooks: initial sweep failed")
-    WebhooksWorker().work(burst=burst, with_scheduler=True,
-                          logging_level="INFO")
+    dispatcher = None if burst else dispatch.Dispatcher().start()
+    try:
+        WebhooksWorker().work(burst=burst, with_scheduler=True,
+                              logging_level="INFO")
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop()

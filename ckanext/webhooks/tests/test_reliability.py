@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+import sqlalchemy as sa
 
 import ckan.model as model
 import ckan.lib.redis as ckan_redis
@@ -109,12 +110,76 @@ def _worker_options(redis_url=None, **extra):
     return options
 
 
+# a worker that would not sweep during the test: what it delivers, its
+# dispatcher enqueued
+_NO_SWEEP = {"ckanext.webhooks.sweep_interval": 3600}
+
+
+def _listening_dispatchers() -> list[int]:
+    """Pids holding the dispatcher's advisory lock (at most one)."""
+    from ckanext.webhooks import dispatch
+    rows = model.Session.execute(sa.text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+        "AND objid = :key AND granted"), {"key": dispatch._LEADER_LOCK})
+    pids = [pid for (pid,) in rows]
+    model.Session.rollback()
+    return pids
+
+
+def _wait_for_dispatcher(timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _listening_dispatchers()
+        if pids:
+            return pids[0]
+        time.sleep(0.1)
+    raise AssertionError("no dispatcher took the lock")
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_events_are_dispatched_as_they_commit_without_a_sweep(
+        own_redis, workers, receiver):
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    workers(**_worker_options(own_redis.url, **_NO_SWEEP))
+    _wait_for_dispatcher()
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=20)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_a_standby_dispatcher_takes_over_from_a_killed_worker(
+        own_redis, workers, receiver):
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    options = _worker_options(own_redis.url, **_NO_SWEEP)
+    first = workers(**options)
+    leader = _wait_for_dispatcher()
+    workers(**options)
+    # the worker and its RQ scheduler, as systemd would stop the service;
+    # its session, and the lock with it, end
+    processes.stop(first)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = _listening_dispatchers()
+        if pids and pids != [leader]:
+            break
+        time.sleep(0.1)
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=20)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+
+
 @pytest.mark.usefixtures("webhooks")
 def test_event_committed_while_redis_is_down_is_delivered(
         own_redis, workers, receiver):
+    """The worker does not sweep during the test: its dispatcher holds the
+    event until Redis is back."""
     hook_id = helpers.call_action("webhook_create", topic="dataset/create",
                                   address=receiver.url())
-    workers(**_worker_options(own_redis.url))
+    workers(**_worker_options(own_redis.url, **_NO_SWEEP))
+    _wait_for_dispatcher()
 
     own_redis.stop()
     dataset = factories.Dataset()
@@ -256,6 +321,7 @@ def test_hook_failing_for_five_days_is_disabled_until_a_good_ping(
     assert hook["status_reason"]
 
     factories.Dataset()
+    run_jobs()  # fanned out while the hook is disabled: nothing for it
     helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     assert [r.json["type"] for r in receiver.requests] == ["webhook/ping"]
