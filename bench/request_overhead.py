@@ -5,7 +5,8 @@ one without (both with the no-Solr stand-in). The parent lets them take turns,
 a round of updates each, so both see the same machine state, and compares the
 medians. With the plugin on, 10,000 hooks are registered and 1,000 of them
 match the updated dataset; no worker runs, so the request pays only for
-recording the event and enqueueing its fan-out job, as it would in production.
+recording the event (one INSERT that also notifies the workers' dispatcher),
+as it would in production.
 
 Run as ``python bench/request_overhead.py --child on|off`` it is one of those
 processes: it reads ``run N`` lines and answers ``RESULT [seconds, ...]``.
