@@ -26,7 +26,6 @@ import logging
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import event as sa_event, inspect as sa_inspect
 
 import ckan.model as model
@@ -52,11 +51,12 @@ def _plugin_enabled() -> bool:
 
 
 def _changed_columns(obj: Any) -> set[str]:
+    # only attributes set since the last flush can have changed (the rest
+    # have no history to look at)
     state = sa_inspect(obj)
-    return {
-        attr.key for attr in state.mapper.column_attrs
-        if state.attrs[attr.key].history.has_changes()
-    }
+    columns = state.mapper.column_attrs
+    return {key for key in state.committed_state
+            if key in columns and state.attrs[key].history.has_changes()}
 
 
 def _previous(obj: Any, column: str) -> Any:
@@ -101,8 +101,10 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
     if not _plugin_enabled():
         return
     changes = session.info.setdefault(_CHANGES, {})
+    new, dirty, deleted = list(session.new), list(session.dirty), \
+        list(session.deleted)
 
-    for obj in session.new:
+    for obj in new:
         if isinstance(obj, model.Package):
             _note(changes, ("dataset", obj.id),
                   "draft" if obj.state == "draft" else "create",
@@ -111,7 +113,7 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
             _note(changes, ("resource", obj.id), "create",
                   package_id=obj.package_id, name=obj.name)
 
-    for obj in session.dirty:
+    for obj in dirty:
         if isinstance(obj, model.Package):
             columns = _changed_columns(obj)
             if not columns:
@@ -146,14 +148,18 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
     # tags, extras and group memberships live in their own rows: a change
     # to them alone is a dataset update (CKAN bumps metadata_modified with a
     # bulk UPDATE that the session never sees)
-    for obj in (*session.new, *session.dirty, *session.deleted):
+    for obj in (*new, *deleted):
         dataset_id = _dataset_of_related_row(obj)
-        if dataset_id and (obj in session.new or obj in session.deleted
-                           or _changed_columns(obj)):
+        if dataset_id:
+            _note(changes, ("dataset", dataset_id), "update",
+                  significant=True, snapshot=None)
+    for obj in dirty:
+        dataset_id = _dataset_of_related_row(obj)
+        if dataset_id and _changed_columns(obj):
             _note(changes, ("dataset", dataset_id), "update",
                   significant=True, snapshot=None)
 
-    for obj in session.deleted:
+    for obj in deleted:
         # purged: gone from the database
         if isinstance(obj, model.Package) and obj.state != "deleted":
             _note(changes, ("dataset", obj.id), "delete",
@@ -180,37 +186,19 @@ def _dataset_of_related_row(obj: Any) -> str | None:
     return None
 
 
-# One statement per transaction, of constant text (compiled once): it adds
-# the events with the groups of their datasets, and announces each on the
-# ``webhooks_event`` channel. PostgreSQL delivers the notifications only if
-# and when the transaction commits; the workers' dispatcher listens.
+# A plain INSERT, sent on CKAN's own connection inside its transaction (no
+# SQLAlchemy statement to compile); the table's trigger (migration
+# 3e8f5b1c6a72) adds the dataset's groups and notifies the ``webhooks_event``
+# channel, which PostgreSQL delivers when, and only if, the transaction
+# commits. The workers' dispatcher listens.
 CHANNEL = "webhooks_event"
-_INSERT_EVENTS = sa.text("""
-    WITH added AS (
-        INSERT INTO webhooks_event (id, topic, entity_id, package_id,
-                                    organization_id, group_ids, restricted,
-                                    snapshot, created)
-        SELECT v.id, v.topic, v.entity_id, v.package_id, v.organization_id,
-               ARRAY(SELECT m.group_id FROM member m
-                     JOIN "group" g ON g.id = m.group_id
-                     WHERE m.table_name = 'package' AND m.state = 'active'
-                       AND NOT g.is_organization
-                       AND m.table_id = v.package_id
-                     ORDER BY m.group_id),
-               v.restricted, CAST(v.snapshot AS jsonb), v.created
-        FROM unnest(CAST(:ids AS text[]), CAST(:topics AS text[]),
-                    CAST(:entity_ids AS text[]),
-                    CAST(:package_ids AS text[]),
-                    CAST(:organization_ids AS text[]),
-                    CAST(:restricted AS boolean[]),
-                    CAST(:snapshots AS text[]),
-                    CAST(:created AS timestamp[]))
-             AS v(id, topic, entity_id, package_id, organization_id,
-                  restricted, snapshot, created)
-        RETURNING id
-    )
-    SELECT pg_notify('""" + CHANNEL + """', id) FROM added
-""")
+_INSERT_EVENT = """
+    INSERT INTO webhooks_event (id, topic, entity_id, package_id,
+                                organization_id, restricted, snapshot,
+                                created)
+    VALUES (%(id)s, %(topic)s, %(entity_id)s, %(package_id)s,
+            %(organization_id)s, %(restricted)s, %(snapshot)s, %(created)s)
+"""
 
 
 def _event(topic: str, entity_id: str, package_id: str,
@@ -284,17 +272,14 @@ def _record_events(session: Any) -> None:
     if not events:
         return
     now = utcnow()
-    session.execute(_INSERT_EVENTS, {
-        "ids": [uuid.uuid4().hex for _ in events],
-        "topics": [e["topic"] for e in events],
-        "entity_ids": [e["entity_id"] for e in events],
-        "package_ids": [e["package_id"] for e in events],
-        "organization_ids": [e["organization_id"] for e in events],
-        "restricted": [e["restricted"] for e in events],
-        "snapshots": [json.dumps(e["snapshot"], default=str)
-                      for e in events],
-        "created": [now for _ in events],
-    })
+    cursor = session.connection().connection.cursor()
+    try:
+        for event in events:
+            cursor.execute(_INSERT_EVENT, dict(
+                event, id=uuid.uuid4().hex, created=now,
+                snapshot=json.dumps(event["snapshot"], default=str)))
+    finally:
+        cursor.close()
 
 
 def _forget(session: Any) -> None:

@@ -7,6 +7,14 @@ import ckan.model as model
 TABLES = {"webhooks_hook", "webhooks_event", "webhooks_delivery"}
 
 
+def _trigger_function_exists() -> bool:
+    exists = model.Session.execute(sa.text(
+        "SELECT count(*) FROM pg_proc WHERE proname = 'webhooks_event_added'"
+    )).scalar() > 0
+    model.Session.remove()
+    return exists
+
+
 def _webhooks_tables() -> set[str]:
     model.Session.remove()
     names = sa.inspect(model.meta.engine).get_table_names()
@@ -17,9 +25,11 @@ def _webhooks_tables() -> set[str]:
 def test_upgrade_creates_tables_and_downgrade_drops_them(migrate_db_for):
     migrate_db_for("webhooks")
     assert TABLES <= _webhooks_tables()
+    assert _trigger_function_exists()
     try:
         migrate_db_for("webhooks", "base", False)
         assert _webhooks_tables() & TABLES == set()
+        assert not _trigger_function_exists()
     finally:
         # leave the database as every other test expects it
         migrate_db_for("webhooks")
