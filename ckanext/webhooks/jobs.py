@@ -39,6 +39,8 @@ ROUNDS_PER_CLAIM = 16
 LEASE_MARGIN = 5
 # at most this many ids travel in one delivery job
 IDS_PER_JOB = 200
+# at most this many other workers are asked to help with one large event
+MAX_HELPERS = 4
 
 
 # --- enqueueing -----------------------------------------------------------
@@ -148,14 +150,33 @@ def create_messages(event: Event) -> int:
 
 
 def fan_out_event(event_id: str) -> None:
-    """Job: create the messages of one event and deliver them."""
+    """Job: create the messages of one event and deliver them.
+
+    An event with more messages than two claims also asks other workers to
+    help (``deliver_event`` jobs): their claims take the messages this job
+    has not claimed yet, so one large event is sent by every idle worker.
+    """
     event = model.Session.get(Event, event_id)
     if event is None:
         return
     if event.fanned_out is None:
-        create_messages(event)
+        count = create_messages(event)
         event.fanned_out = utcnow()
         model.Session.commit()
+        helpers = min(MAX_HELPERS, count // (2 * _claim_size()))
+        if helpers:
+            try:
+                queue = _queue()
+                for _ in range(helpers):
+                    queue.enqueue(deliver_event, event_id, **_job_options())
+            except redis.exceptions.RedisError as e:
+                log.warning("webhooks: no helpers for event %s (%s)",
+                            event_id, e)
+    _deliver_due(_CLAIM_EVENT, {"event_id": event_id})
+
+
+def deliver_event(event_id: str) -> None:
+    """Job: help deliver the due messages of one event."""
     _deliver_due(_CLAIM_EVENT, {"event_id": event_id})
 
 

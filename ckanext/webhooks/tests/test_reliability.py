@@ -126,6 +126,19 @@ def _listening_dispatchers() -> list[int]:
     return pids
 
 
+def _wait_for_workers(count: int, timeout: float = 30) -> None:
+    """Until ``count`` workers are registered with RQ: past their start-up
+    sweep, waiting for jobs."""
+    import rq
+    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(rq.Worker.all(queue=queue)) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError("workers did not start")
+
+
 def _wait_for_dispatcher(timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -280,6 +293,38 @@ def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
     ids = [r.headers["webhook-id"] for r in receiver.arrived]
     assert len(ids) == count
     assert len(set(ids)) == count
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_two_workers_share_one_large_event(own_redis, workers, receiver):
+    """At concurrency 1 one worker sends one message at a time, each
+    answered after 0.3 s, so its requests start at least 0.3 s apart. Two
+    starts closer than that mean the second worker helped with the same
+    event (no sweeps, which would also hand messages over)."""
+    starts = []
+
+    def slow(got):
+        starts.append(time.monotonic())
+        return Answer(204, delay=0.3)
+
+    count = 2 * jobs.ROUNDS_PER_CLAIM + 8  # more than two claims: helpers
+    for n in range(count):
+        path = "/big/{}".format(n)
+        receiver.always(path, slow)
+        helpers.call_action("webhook_create", topic="dataset/create",
+                            address=receiver.url(path))
+    options = _worker_options(own_redis.url, **dict(
+        _NO_SWEEP, **{"ckanext.webhooks.concurrency": 1}))
+    workers(**options)
+    workers(**options)
+    _wait_for_workers(2)  # a start-up sweep would hand messages over too
+    factories.Dataset()
+
+    receiver.wait_for(count, timeout=60)
+    ids = [r.headers["webhook-id"] for r in receiver.arrived]
+    assert len(ids) == len(set(ids)) == count
+    starts.sort()
+    assert min(b - a for a, b in zip(starts, starts[1:])) < 0.2
 
 
 @pytest.mark.usefixtures("webhooks")
