@@ -71,7 +71,7 @@ class Dispatcher:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.listening = threading.Event()
+        self._redis_down = False
 
     def start(self) -> "Dispatcher":
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -91,7 +91,6 @@ class Dispatcher:
                 self._serve()
                 delay = 1.0
             except Exception as e:  # database gone, and the like
-                self.listening.clear()
                 log.warning("webhooks dispatcher: %s; trying again in %ss",
                             e, delay)
                 self._stop.wait(delay)
@@ -115,7 +114,6 @@ class Dispatcher:
             cur.execute("SELECT id FROM webhooks_event WHERE fanned_out IS "
                         "NULL ORDER BY created LIMIT %s", (CATCH_UP_LIMIT,))
             backlog = [row[0] for row in cur.fetchall()]
-            self.listening.set()
             log.info("webhooks dispatcher: listening (%d events to catch "
                      "up)", len(backlog))
             quiet_since = time.monotonic()
@@ -125,15 +123,15 @@ class Dispatcher:
                 backlog.extend(n.payload for n in conn.notifies)
                 conn.notifies.clear()
                 backlog = self._enqueue(backlog)
-                wait = 1.0 if backlog else IDLE_CHECK
-                if select.select([conn], [], [], wait)[0]:
+                # a second at most: a stopping worker is not kept waiting,
+                # and events held while Redis is down are tried again
+                if select.select([conn], [], [], 1.0)[0]:
                     conn.poll()
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since >= IDLE_CHECK:
                     cur.execute("SELECT 1")  # raises if the link is dead
                     quiet_since = time.monotonic()
         finally:
-            self.listening.clear()
             _sockets.discard(fd)
             conn.close()
 
@@ -143,7 +141,13 @@ class Dispatcher:
             try:
                 jobs.push_fan_out(event_id)
             except redis.exceptions.RedisError as e:
-                log.warning("webhooks dispatcher: cannot reach Redis (%s); "
-                            "%d events wait", e, len(event_ids) - done)
+                if not self._redis_down:  # once per outage, not every second
+                    log.warning("webhooks dispatcher: cannot reach Redis "
+                                "(%s); holding %d events", e,
+                                len(event_ids) - done)
+                self._redis_down = True
                 return event_ids[done:]
+        if self._redis_down and event_ids:
+            log.info("webhooks dispatcher: Redis is back")
+            self._redis_down = False
         return []
