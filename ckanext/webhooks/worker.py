@@ -9,6 +9,7 @@ runs a dispatcher thread that enqueues events as they commit (``dispatch``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import rq
@@ -20,6 +21,31 @@ from ckan.lib import jobs as ckan_jobs
 from ckanext.webhooks import dispatch, jobs
 
 log = logging.getLogger(__name__)
+
+
+def _close_inherited_redis_sockets() -> None:
+    """In a child forked from the worker (RQ's scheduler): close its copies
+    of the worker's Redis sockets.
+
+    Otherwise, once the worker itself is killed, the child keeps the
+    worker's connection open and Redis goes on treating its blocked
+    ``BLMOVE`` as a live client: the next job is handed to the dead worker
+    and waits for the sweep. The child makes connections of its own.
+    """
+    import ckan.lib.redis as ckan_redis
+    pool = ckan_redis._connection_pool
+    if pool is None:
+        return
+    connections = list(getattr(pool, "_available_connections", ())) + \
+        list(getattr(pool, "_in_use_connections", ()))
+    for connection in connections:
+        sock = getattr(connection, "_sock", None)
+        if sock is not None:
+            try:
+                sock.close()  # this process's copy only: no shutdown
+            except OSError:
+                pass
+            connection._sock = None
 
 
 class WebhooksWorker(rq.SimpleWorker):
@@ -67,9 +93,16 @@ class WebhooksWorker(rq.SimpleWorker):
             model.Session.remove()
 
 
+_at_fork_registered = False
+
+
 def run_worker(burst: bool = False) -> None:
     """Sweep once for anything left behind, then work the queue; a worker
     that keeps running also dispatches new events as they commit."""
+    global _at_fork_registered
+    if not _at_fork_registered:
+        os.register_at_fork(after_in_child=_close_inherited_redis_sockets)
+        _at_fork_registered = True
     try:
         jobs.sweep(grace=0)
     except Exception:

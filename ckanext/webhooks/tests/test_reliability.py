@@ -185,6 +185,34 @@ def test_a_standby_dispatcher_takes_over_from_a_killed_worker(
 
 
 @pytest.mark.usefixtures("webhooks")
+def test_worker_killed_alone_leaves_no_job_to_its_dead_connection(
+        own_redis, workers, receiver):
+    """``kill -9`` of the worker's own pid leaves its RQ scheduler child
+    running; the next event still reaches the other worker at once (no
+    sweeps), not a dead worker's connection."""
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    options = _worker_options(own_redis.url, **_NO_SWEEP)
+    first = workers(**options)
+    _wait_for_workers(1)
+    leader = _wait_for_dispatcher()
+    time.sleep(1)  # the worker waits for jobs on Redis (BLMOVE/BLPOP)
+    workers(**options)
+    _wait_for_workers(2)
+    first.send_signal(signal.SIGKILL)  # the scheduler child lives on
+    first.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = _listening_dispatchers()
+        if pids and pids != [leader]:
+            break
+        time.sleep(0.1)
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=20)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+
+
+@pytest.mark.usefixtures("webhooks")
 def test_event_committed_while_redis_is_down_is_delivered(
         own_redis, workers, receiver):
     """The worker does not sweep during the test: its dispatcher holds the
