@@ -18,19 +18,23 @@ class RawReceiver:
     """Answers the n-th request with the n-th scripted answer: (bytes, close
     the connection afterwards)."""
 
-    def __init__(self, answers: list[tuple[bytes, bool]]):
+    def __init__(self, answers: list[tuple[bytes, bool]],
+                 host: str = "127.0.0.1"):
         self.answers = list(answers)
         self.connections = 0
         self.requests: list[bytes] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.host = host
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str = "/hook") -> str:
-        return "http://127.0.0.1:{}{}".format(self.port, path)
+        host = "[{}]".format(self.host) if ":" in self.host else self.host
+        return "http://{}:{}{}".format(host, self.port, path)
 
     def _accept(self) -> None:
         while True:
@@ -76,8 +80,8 @@ class RawReceiver:
 def raw():
     made = []
 
-    def make(*answers):
-        server = RawReceiver(list(answers))
+    def make(*answers, host="127.0.0.1"):
+        server = RawReceiver(list(answers), host)
         made.append(server)
         return server
     yield make
@@ -105,6 +109,24 @@ def test_kept_alive_connection_is_reused(raw):
     assert first.startswith("POST /a/0 HTTP/1.1\r\n")
     assert "Host: 127.0.0.1:{}\r\n".format(server.port) in first
     assert "webhook-id: msg_0\r\n" in first
+
+
+def test_ipv6_receiver(raw):
+    try:
+        server = raw((NO_CONTENT, False), host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    assert _post(server.url("/v6?x=1")).status == 204
+    first = server.requests[0].decode()
+    assert first.startswith("POST /v6?x=1 HTTP/1.1\r\n")
+    assert "Host: [::1]:{}\r\n".format(server.port) in first
+
+
+def test_path_outside_ascii_is_percent_encoded(raw):
+    server = raw((NO_CONTENT, False))
+    assert _post(server.url("/caf\u00e9 x?q=\u00e9&r=%41")).status == 204
+    assert server.requests[0].startswith(
+        b"POST /caf%C3%A9%20x?q=%C3%A9&r=%41 HTTP/1.1\r\n")
 
 
 def test_chunked_answer_is_read_and_the_connection_kept(raw):
