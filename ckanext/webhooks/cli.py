@@ -37,6 +37,11 @@ def sweep():
     click.echo(json.dumps(counts))
 
 
+# Hook ids are URL-safe and older ones may start with "-": such an argument
+# is taken as the id, not as an unknown option (``--`` before it works too).
+ID_ARGUMENTS = {"ignore_unknown_options": True}
+
+
 def _sysadmin_context():
     site_user = tk.get_action("get_site_user")({"ignore_auth": True}, {})
     return {"user": site_user["name"], "ignore_auth": True}
@@ -55,7 +60,7 @@ def list_hooks(limit: int, offset: int):
         click.echo("No hooks.")
 
 
-@webhooks.command()
+@webhooks.command(context_settings=ID_ARGUMENTS)
 @click.argument("hook_id")
 def show(hook_id: str):
     """Show one hook as JSON."""
@@ -67,7 +72,7 @@ def show(hook_id: str):
     click.echo(json.dumps(hook, indent=2))
 
 
-@webhooks.command()
+@webhooks.command(context_settings=ID_ARGUMENTS)
 @click.argument("hook_id")
 def delete(hook_id: str):
     """Delete one hook and its delivery log."""
@@ -78,7 +83,7 @@ def delete(hook_id: str):
     click.echo("Deleted " + hook_id)
 
 
-@webhooks.command()
+@webhooks.command(context_settings=ID_ARGUMENTS)
 @click.argument("hook_id")
 @click.option("--limit", default=20, show_default=True)
 def deliveries(hook_id: str, limit: int):
@@ -95,7 +100,7 @@ def deliveries(hook_id: str, limit: int):
         click.echo("No deliveries.")
 
 
-@webhooks.command()
+@webhooks.command(context_settings=ID_ARGUMENTS)
 @click.argument("hook_id")
 @click.argument("message_id")
 def redeliver(hook_id: str, message_id: str):

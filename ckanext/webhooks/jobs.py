@@ -95,12 +95,12 @@ def enqueue_delivery(message_ids: list[str],
 # filter, or a filter naming this event's dataset, organization, group or
 # resource); the full rule then applies to the candidates only, without
 # going back to the table, so the cost follows the matching hooks, not all.
-_CANDIDATE_COLUMNS = """id, owner_id, topic, status, created, filter_dataset,
+_CANDIDATE_COLUMNS = """id, owner_id, topics, status, created, filter_dataset,
                filter_organization, filter_group, filter_resource"""
 _MATCHING_INSERT = sa.text("""
     WITH candidate AS (
         SELECT {cols} FROM webhooks_hook
-        WHERE topic IN (:topic, :wildcard)
+        WHERE topics && ARRAY[:topic, :wildcard]
           AND filter_dataset IS NULL AND filter_organization IS NULL
           AND filter_group IS NULL AND filter_resource IS NULL
         UNION SELECT {cols} FROM webhooks_hook
@@ -119,7 +119,7 @@ _MATCHING_INSERT = sa.text("""
     FROM candidate h
     WHERE h.status = 'active'
       AND h.created <= :event_created
-      AND h.topic IN (:topic, :wildcard)
+      AND h.topics && ARRAY[:topic, :wildcard]
       AND (h.filter_dataset IS NULL OR h.filter_dataset = :package_id)
       AND (h.filter_organization IS NULL
            OR h.filter_organization = :organization_id)

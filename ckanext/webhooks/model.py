@@ -32,8 +32,12 @@ def utcnow() -> datetime.datetime:
 
 
 def new_hook_id() -> str:
-    # 32 random bytes: 256 bits, URL-safe, 43 characters
-    return secrets.token_urlsafe(32)
+    """256 random bits, URL-safe, 43 characters, never starting with "-"
+    (a command line would read such an id as an option)."""
+    while True:
+        hook_id = secrets.token_urlsafe(32)
+        if not hook_id.startswith("-"):
+            return hook_id
 
 
 def new_secret() -> str:
@@ -52,7 +56,8 @@ class Hook(tk.BaseModel):
     __tablename__ = "webhooks_hook"
 
     id = sa.Column(sa.UnicodeText, primary_key=True, default=new_hook_id)
-    topic = sa.Column(sa.UnicodeText, nullable=False)
+    topics = sa.Column(ARRAY(sa.UnicodeText), nullable=False)
+    description = sa.Column(sa.UnicodeText, nullable=True)
     address = sa.Column(sa.UnicodeText, nullable=False)
     owner_id = sa.Column(sa.UnicodeText, nullable=True)
     secret = sa.Column(sa.UnicodeText, nullable=False, default=new_secret)
@@ -68,6 +73,22 @@ class Hook(tk.BaseModel):
     client_errors = sa.Column(sa.Integer, nullable=False, default=0)
     last_success = sa.Column(sa.DateTime, nullable=True)
     failing_since = sa.Column(sa.DateTime, nullable=True)
+    # when the hook answered its challenge; null while it never did
+    verified = sa.Column(sa.DateTime, nullable=True)
+    # the circuit breaker: failures in a row, and until when new messages wait
+    consecutive_failures = sa.Column(sa.Integer, nullable=False, default=0)
+    circuit_until = sa.Column(sa.DateTime, nullable=True)
+    # the challenge is sent at most three times, and on request at most once
+    # every ten minutes
+    challenges_sent = sa.Column(sa.Integer, nullable=False, default=0)
+    last_challenge = sa.Column(sa.DateTime, nullable=True)
+    last_recover = sa.Column(sa.DateTime, nullable=True)
+
+    @property
+    def topic(self) -> "str | None":
+        """The only topic, or None when the hook has several."""
+        topics = self.topics or []
+        return topics[0] if len(topics) == 1 else None
 
     @classmethod
     def get(cls, hook_id) -> "Hook | None":
@@ -102,7 +123,8 @@ class Event(tk.BaseModel):
                    default=lambda: uuid.uuid4().hex)
     topic = sa.Column(sa.UnicodeText, nullable=False)
     entity_id = sa.Column(sa.UnicodeText, nullable=False)
-    package_id = sa.Column(sa.UnicodeText, nullable=False)
+    # null for organization and group events
+    package_id = sa.Column(sa.UnicodeText, nullable=True)
     organization_id = sa.Column(sa.UnicodeText, nullable=True)
     group_ids = sa.Column(ARRAY(sa.UnicodeText), nullable=False, default=list)
     # private or not active when the event happened
@@ -111,6 +133,8 @@ class Event(tk.BaseModel):
     snapshot = sa.Column(JSONB, nullable=False, default=dict)
     created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     fanned_out = sa.Column(sa.DateTime, nullable=True)
+    # updates: {field: value before} of what the change altered
+    changes = sa.Column(JSONB, nullable=True)
 
 
 class Delivery(tk.BaseModel):
@@ -138,3 +162,22 @@ class Delivery(tk.BaseModel):
     last_attempt = sa.Column(sa.DateTime, nullable=True)
     next_attempt = sa.Column(sa.DateTime, nullable=True, default=utcnow)
     lease_until = sa.Column(sa.DateTime, nullable=True)
+    # a test delivery ("test": true in the body, example data)
+    test = sa.Column(sa.Boolean, nullable=False, default=False)
+
+
+class Attempt(tk.BaseModel):
+    """One attempt of a message: when, how long, and what came back."""
+
+    __tablename__ = "webhooks_attempt"
+
+    id = sa.Column(sa.BigInteger, primary_key=True, autoincrement=True)
+    message_id = sa.Column(
+        sa.UnicodeText,
+        sa.ForeignKey("webhooks_delivery.id", ondelete="CASCADE"),
+        nullable=False)
+    at = sa.Column(sa.DateTime, nullable=False)
+    duration_ms = sa.Column(sa.Integer, nullable=True)
+    response_status = sa.Column(sa.Integer, nullable=True)
+    error = sa.Column(sa.UnicodeText, nullable=True)
+    response_body = sa.Column(sa.UnicodeText, nullable=True)

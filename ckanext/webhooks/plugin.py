@@ -3,7 +3,7 @@ import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 from ckan.lib.plugins import DefaultTranslation
 
-from ckanext.webhooks import subscriptions
+from ckanext.webhooks import subscriptions, tables
 
 
 @tk.blanket.actions
@@ -26,3 +26,4 @@ class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
 
     def configure(self, config):
         subscriptions.listen()
+        tables.check_at_start_up()

@@ -31,6 +31,7 @@ from sqlalchemy import event as sa_event, inspect as sa_inspect
 import ckan.model as model
 import ckan.plugins as plugins
 
+from ckanext.webhooks import tables
 from ckanext.webhooks.model import utcnow
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,9 @@ def _record_events(session: Any) -> None:
         session.flush()
     changes = session.info.pop(_CHANGES, None)
     if not changes or not _plugin_enabled():
+        return
+    # a missing or outdated schema must never break CKAN's own writes
+    if not tables.ready(session.connection()):
         return
     events = _events_for(changes)
     if not events:

@@ -56,6 +56,7 @@ def _statistics(hook_ids: list[str]) -> dict[str, dict[str, int]]:
 def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
     return {
         "id": hook.id,
+        "topics": list(hook.topics),
         "topic": hook.topic,
         "address": hook.address,
         "filters": hook.filters,
@@ -181,7 +182,7 @@ def webhook_create(context, data_dict) -> str:
 
     verify = tk.config.get("ckanext.webhooks.verify_intent")
     hook = Hook(
-        topic=data["topic"], address=data["address"],
+        topics=[data["topic"]], address=data["address"],
         owner_id=user.id if user else None,
         status=STATUS_PENDING if verify else STATUS_ACTIVE,
         filter_dataset=filters.get("dataset"),

@@ -3,16 +3,15 @@
 Versions are recorded in their own table, ``webhooks_alembic_version``, so the
 plugin migrates independently of CKAN core.
 """
-from logging.config import fileConfig
-
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from ckan.model.meta import metadata
 
+# No logging.config.fileConfig here (CKAN core's env.py has none either):
+# the migration often runs inside a CKAN process (`ckan db upgrade`,
+# migrate_db_for), whose logging it must leave as it was.
 config = context.config
-if config.config_file_name:
-    fileConfig(config.config_file_name)
 
 VERSION_TABLE = "webhooks_alembic_version"
 
@@ -54,3 +53,6 @@ if context.is_offline_mode():
     run_migrations_offline()
 else:
     run_migrations_online()
+    # this process may record events again (or must stop): look again
+    from ckanext.webhooks import tables
+    tables.forget()
