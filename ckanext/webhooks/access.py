@@ -131,3 +131,7 @@ def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
     if gone and viewer.could_see(_at_event_time(event)):
         return _gone_record(event)
     return None
+
+
+# the pipeline groups owners by what they could see when the event happened
+at_event_time = _at_event_time

@@ -18,7 +18,7 @@ def webhooks():
 
 @webhooks.command()
 @click.option("--burst", is_flag=True,
-              help="Exit once the queue is empty instead of waiting for jobs.")
+              help="Exit once nothing is due instead of waiting for more.")
 def worker(burst: bool):
     """Deliver webhooks: work the ckanext.webhooks.queue queue.
 
@@ -31,9 +31,9 @@ def worker(burst: bool):
 
 @webhooks.command()
 def sweep():
-    """Re-enqueue overdue events and messages now, and tidy up."""
-    from ckanext.webhooks import jobs
-    counts = jobs.sweep(grace=0)
+    """Tidy up now: unverified and failing hooks, old records."""
+    from ckanext.webhooks.pipeline import sweep as sweeping
+    counts = sweeping.sweep()
     click.echo(json.dumps(counts))
 
 
@@ -119,5 +119,5 @@ def redeliver(hook_id: str, message_id: str):
                    "delivery_retention_days).")
 def prune(days):
     """Delete finished delivery records older than the retention period."""
-    from ckanext.webhooks import jobs
-    click.echo("Pruned {} deliveries".format(jobs.prune(days)))
+    from ckanext.webhooks.pipeline import sweep as sweeping
+    click.echo("Pruned {} deliveries".format(sweeping.prune(days)))

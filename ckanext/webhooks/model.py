@@ -18,6 +18,9 @@ import ckan.plugins.toolkit as tk
 STATUS_PENDING = "pending"
 STATUS_ACTIVE = "active"
 STATUS_DISABLED = "disabled"
+# the status_reason of a hook its owner paused (webhook_update enabled=false):
+# a successful ping does not re-enable it
+REASON_DISABLED_BY_OWNER = "disabled by its owner"
 
 DELIVERY_PENDING = "pending"
 DELIVERY_SUCCEEDED = "succeeded"

@@ -1,6 +1,8 @@
 """Fixtures: the webhooks tables, no Solr, a real receiver, a real worker."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import ckan.model as model
@@ -8,6 +10,7 @@ from ckan.lib import jobs as ckan_jobs
 from ckan.lib.search import index as search_index, query as search_query
 import ckan.plugins.toolkit as tk
 
+from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Receiver
 
 
@@ -84,6 +87,27 @@ def run_jobs():
         run_worker(burst=True)
         model.Session.remove()
     return run
+
+
+@pytest.fixture
+def workers(request, tmp_path):
+    """Start real `ckan webhooks worker` processes with extra options."""
+    test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
+    started = []
+
+    def start(**options):
+        n = len(started)
+        ini = processes.write_ini(
+            test_ini, tmp_path / "worker{}.ini".format(n), **options)
+        process = processes.start(
+            [processes.CKAN, "-c", str(ini), "webhooks", "worker"],
+            tmp_path / "worker{}.log".format(n))
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        processes.stop(process)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CKAN = os.path.join(os.path.dirname(sys.executable), "ckan")
@@ -48,3 +49,16 @@ def stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(10)
+
+
+def wait_until_listening(*processes_, timeout: float = 30) -> None:
+    """Until each worker's engine listens for events (its log says so)."""
+    deadline = time.monotonic() + timeout
+    for process in processes_:
+        while True:
+            with open(process.log_path) as f:
+                if "listening for events" in f.read():
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError("worker did not start listening")
+            time.sleep(0.1)

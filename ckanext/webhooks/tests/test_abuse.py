@@ -317,13 +317,13 @@ def tls_receiver(tmp_path, monkeypatch):
     trustme = pytest.importorskip("trustme")
     import ssl
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from ckanext.webhooks import delivery
+    from ckanext.webhooks.pipeline import sending
 
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     # the sender trusts this CA instead of certifi's bundle
-    monkeypatch.setattr(delivery, "_tls",
+    monkeypatch.setattr(sending, "_tls",
                         ssl.create_default_context(cafile=str(ca_path)))
     got = []
 

@@ -1,17 +1,20 @@
-"""The HTTP client of a delivery attempt, against a raw loopback socket
+"""The HTTP transport of a delivery attempt, against a raw loopback socket
 server that answers exactly the bytes each test scripts: keep-alive, chunked
-and unsized answers, interim 1xx answers, folded headers, garbage, and
-receivers that close a kept-alive connection.
+and unsized answers, interim 1xx answers, folded headers, garbage, other
+protocols' banners, and receivers that close a kept-alive connection.
 """
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 
 import pytest
 
-from ckanext.webhooks import delivery
+import ckan.plugins.toolkit as tk
+
 from ckanext.webhooks.model import new_secret
+from ckanext.webhooks.pipeline import bodies, sending
 
 
 class RawReceiver:
@@ -87,12 +90,27 @@ def raw():
     yield make
     for server in made:
         server.close()
-    delivery.close_connections()
 
 
-def _post(url: str, n: int = 0) -> delivery.Outcome:
-    return delivery.post_message(url, "msg_{}".format(n), '{"n":%d}' % n,
-                                 [new_secret()])
+_transport: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def transport():
+    """One transport (and its kept-alive connections) per test."""
+    loop = asyncio.new_event_loop()
+    _transport["loop"] = loop
+    _transport["it"] = sending.Transport(
+        tk.config.get("ckanext.webhooks.timeout"),
+        tk.config.get("ckanext.webhooks.max_response_bytes"))
+    yield
+    loop.run_until_complete(_transport["it"].close())
+    loop.close()
+
+
+def _post(url: str, n: int = 0) -> sending.Outcome:
+    return _transport["loop"].run_until_complete(_transport["it"].post(
+        url, "msg_{}".format(n), '{"n":%d}' % n, [new_secret()]))
 
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -173,11 +191,20 @@ def test_connection_closed_by_the_receiver_after_an_answer(raw):
     assert server.connections == 3
 
 
-def test_garbage_is_an_error_that_is_retried(raw):
-    server = raw((b"SSH-2.0-OpenSSH_9.2\r\n", True))
+def test_another_protocols_banner_is_not_an_http_answer(raw):
+    server = raw((b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n", True))
     outcome = _post(server.url())
     assert outcome.status is None
-    assert outcome.error.startswith("bad answer")
+    # said in our words: never the bytes the other end sent
+    assert outcome.error == "not an HTTP answer"
+    assert outcome.retryable
+
+
+def test_garbage_is_an_error_that_is_retried(raw):
+    server = raw((b"\x00\x01\xff garbage\r\n\r\n", True))
+    outcome = _post(server.url())
+    assert outcome.status is None
+    assert outcome.error == "not an HTTP answer"
     assert outcome.retryable
 
 
@@ -189,29 +216,40 @@ def test_too_many_headers_are_an_error(raw):
     assert "headers" in outcome.error
 
 
-def test_answer_body_is_capped(raw, monkeypatch):
-    import ckan.plugins.toolkit as tk
-    monkeypatch.setitem(tk.config, "ckanext.webhooks.max_response_bytes", 10)
-    body = b"x" * 1000
-    server = raw((b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + body,
-                  False), (NO_CONTENT, False))
+def test_answer_body_is_capped(raw):
+    _transport["it"].max_response_bytes = 10
+    body = b"x" * 1000000
+    server = raw((b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+                  + body, False), (NO_CONTENT, False))
     outcome = _post(server.url())
     assert (outcome.status, outcome.response_body) == (200, b"x" * 10)
-    # the rest was never read: that connection is not reused
+    # the rest is not read; the next attempt is not confused by it
     assert _post(server.url(), 1).status == 204
-    assert server.connections == 2
 
 
 def test_composed_body_is_the_json_of_the_whole():
     import json
     data = {"name": "caf\u00e9 \"quoted\" \\ </script>", "n": [1, 2.5, None],
             "nested": {"ok": True}}
-    body = delivery.compose_body("msg_1", "dataset/update",
-                                 "2026-11-30T00:00:00Z", "hook-id",
-                                 delivery.to_json(data))
-    import ckan.plugins.toolkit as tk
+    body = bodies.compose_body("msg_1", "dataset/update",
+                               "2026-11-30T00:00:00Z", "hook-id",
+                               bodies.to_json(data))
     assert body == json.dumps({
         "id": "msg_1", "type": "dataset/update",
         "timestamp": "2026-11-30T00:00:00Z", "hook_id": "hook-id",
         "site_url": tk.config.get("ckan.site_url"), "data": data},
         separators=(",", ":"))
+
+
+def test_composed_test_delivery_and_changes_are_the_json_of_the_whole():
+    import json
+    body = bodies.compose_body("msg_2", "dataset/update",
+                               "2026-11-30T00:00:00Z", "hook-id",
+                               bodies.to_json({"id": "x"}), test=True,
+                               changes_json=bodies.to_json(
+                                   {"notes": {"from": "old"}}))
+    assert json.loads(body) == {
+        "id": "msg_2", "type": "dataset/update",
+        "timestamp": "2026-11-30T00:00:00Z", "hook_id": "hook-id",
+        "site_url": tk.config.get("ckan.site_url"), "test": True,
+        "data": {"id": "x"}, "changes": {"notes": {"from": "old"}}}

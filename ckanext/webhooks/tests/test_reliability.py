@@ -22,6 +22,7 @@ import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks import jobs
+from ckanext.webhooks.pipeline import sweep as sweeping
 from ckanext.webhooks.model import Delivery, Event, Hook
 from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Answer
@@ -80,27 +81,6 @@ def _forget_redis_connections():
     ckan_jobs._queues.clear()  # CKAN caches queues with their connection
 
 
-@pytest.fixture
-def workers(request, tmp_path):
-    """Start real `ckan webhooks worker` processes with extra options."""
-    test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
-    started = []
-
-    def start(**options):
-        n = len(started)
-        ini = processes.write_ini(
-            test_ini, tmp_path / "worker{}.ini".format(n), **options)
-        process = processes.start(
-            [processes.CKAN, "-c", str(ini), "webhooks", "worker"],
-            tmp_path / "worker{}.log".format(n))
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        processes.stop(process)
-
-
 def _worker_options(redis_url=None, **extra):
     options = {"ckanext.webhooks.sweep_interval": 1,
                "ckanext.webhooks.timeout": 2}
@@ -110,131 +90,74 @@ def _worker_options(redis_url=None, **extra):
     return options
 
 
-# a worker that would not sweep during the test: what it delivers, its
-# dispatcher enqueued
-_NO_SWEEP = {"ckanext.webhooks.sweep_interval": 3600}
-
-
-def _listening_dispatchers() -> list[int]:
-    """Pids holding the dispatcher's advisory lock (at most one)."""
-    from ckanext.webhooks import dispatch
-    rows = model.Session.execute(sa.text(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
-        "AND objid = :key AND granted"), {"key": dispatch._LEADER_LOCK})
-    pids = [pid for (pid,) in rows]
-    model.Session.rollback()
-    return pids
-
-
-def _wait_for_workers(count: int, timeout: float = 30) -> None:
-    """Until ``count`` workers are registered with RQ: past their start-up
-    sweep, waiting for jobs."""
-    import rq
-    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(rq.Worker.all(queue=queue)) >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError("workers did not start")
-
-
-def _wait_for_dispatcher(timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = _listening_dispatchers()
-        if pids:
-            return pids[0]
-        time.sleep(0.1)
-    raise AssertionError("no dispatcher took the lock")
+@pytest.mark.usefixtures("webhooks")
+def test_events_are_delivered_as_they_commit(own_redis, workers, receiver):
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    processes.wait_until_listening(workers(**_worker_options(own_redis.url)))
+    started = time.monotonic()
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=20)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+    # woken by the commit's notification, not by a poll or a sweep
+    assert time.monotonic() - started < 1.0
 
 
 @pytest.mark.usefixtures("webhooks")
-def test_events_are_dispatched_as_they_commit_without_a_sweep(
-        own_redis, workers, receiver):
+@pytest.mark.parametrize("kill", ["group", "pid"])
+def test_another_worker_delivers_when_one_is_killed(own_redis, workers,
+                                                    receiver, kill):
     helpers.call_action("webhook_create", topic="dataset/create",
                         address=receiver.url())
-    workers(**_worker_options(own_redis.url, **_NO_SWEEP))
-    _wait_for_dispatcher()
+    options = _worker_options(own_redis.url)
+    first, second = workers(**options), workers(**options)
+    processes.wait_until_listening(first, second)
+    if kill == "group":  # as systemd would stop the service
+        processes.stop(first)
+    else:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
     dataset = factories.Dataset()
     got = receiver.wait_for(1, timeout=20)
     assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
 
 
 @pytest.mark.usefixtures("webhooks")
-def test_a_standby_dispatcher_takes_over_from_a_killed_worker(
-        own_redis, workers, receiver):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
-    options = _worker_options(own_redis.url, **_NO_SWEEP)
-    first = workers(**options)
-    leader = _wait_for_dispatcher()
-    workers(**options)
-    # the worker and its RQ scheduler, as systemd would stop the service;
-    # its session, and the lock with it, end
-    processes.stop(first)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = _listening_dispatchers()
-        if pids and pids != [leader]:
-            break
-        time.sleep(0.1)
-    dataset = factories.Dataset()
-    got = receiver.wait_for(1, timeout=20)
-    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
-
-
-@pytest.mark.usefixtures("webhooks")
-def test_worker_killed_alone_leaves_no_job_to_its_dead_connection(
-        own_redis, workers, receiver):
-    """``kill -9`` of the worker's own pid leaves its RQ scheduler child
-    running; the next event still reaches the other worker at once (no
-    sweeps), not a dead worker's connection."""
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
-    options = _worker_options(own_redis.url, **_NO_SWEEP)
-    first = workers(**options)
-    _wait_for_workers(1)
-    leader = _wait_for_dispatcher()
-    time.sleep(1)  # the worker waits for jobs on Redis (BLMOVE/BLPOP)
-    workers(**options)
-    _wait_for_workers(2)
-    first.send_signal(signal.SIGKILL)  # the scheduler child lives on
-    first.wait(10)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = _listening_dispatchers()
-        if pids and pids != [leader]:
-            break
-        time.sleep(0.1)
-    dataset = factories.Dataset()
-    got = receiver.wait_for(1, timeout=20)
-    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
-
-
-@pytest.mark.usefixtures("webhooks")
-def test_event_committed_while_redis_is_down_is_delivered(
-        own_redis, workers, receiver):
-    """The worker does not sweep during the test: its dispatcher holds the
-    event until Redis is back."""
+def test_deliveries_go_on_while_redis_is_down(own_redis, workers, receiver):
+    """Delivery needs only PostgreSQL: the worker finds its work there."""
     hook_id = helpers.call_action("webhook_create", topic="dataset/create",
                                   address=receiver.url())
-    workers(**_worker_options(own_redis.url, **_NO_SWEEP))
-    _wait_for_dispatcher()
+    worker = workers(**_worker_options(own_redis.url))
+    processes.wait_until_listening(worker)
 
     own_redis.stop()
     dataset = factories.Dataset()
-    event = model.Session.query(Event).filter_by(
-        entity_id=dataset["id"]).one()
-    assert event.fanned_out is None  # nothing reached a worker
-
-    own_redis.start()
-    got = receiver.wait_for(1, timeout=45)
+    got = receiver.wait_for(1, timeout=10)
     assert len(got) == 1
     secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
     payload = got[0].verify(secret)
     assert payload["type"] == "dataset/create"
     assert payload["data"]["id"] == dataset["id"]
+
+    own_redis.start()
+    second = factories.Dataset()
+    got = receiver.wait_for(2, timeout=10)
+    assert got[1].json["data"]["id"] == second["id"]
+    assert worker.poll() is None  # the worker lived through it
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_a_worker_started_while_redis_is_down_delivers(own_redis, workers,
+                                                       receiver):
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    own_redis.stop()
+    worker = workers(**_worker_options(own_redis.url))
+    processes.wait_until_listening(worker)
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=10)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+    assert worker.poll() is None
 
 
 @pytest.mark.usefixtures("webhooks")
@@ -281,9 +204,10 @@ def test_two_workers_never_send_the_same_attempt_twice(
     dataset = factories.Dataset()
     event = model.Session.query(Event).filter_by(
         entity_id=dataset["id"]).one()
-    # the same event in the queue four times: workers race for its messages
+    # the same event in the queue three times more: workers race for it
+    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
     for _ in range(3):
-        assert jobs.enqueue_fan_out(event.id)
+        queue.enqueue(jobs.fan_out_event, event.id)
     options = _worker_options(own_redis.url,
                               **{"ckanext.webhooks.concurrency": 4})
     workers(**options)
@@ -299,11 +223,11 @@ def test_two_workers_never_send_the_same_attempt_twice(
 @pytest.mark.usefixtures("webhooks")
 def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
         own_redis, workers, receiver):
-    """With a 1 s timeout a lease lasts 2 * (1 + 1) + 5 = 9 s; sending this
-    claim of 16 messages one at a time takes about 11 s. The worker renews
-    its leases while it sends, so the second worker, sweeping every second,
-    finds nothing to take over."""
-    count = jobs.ROUNDS_PER_CLAIM  # one claim at concurrency 1
+    """With a 1 s timeout a lease lasts 2 * (1 + 1) + 5 = 9 s; sending these
+    16 messages one at a time takes about 11 s. The worker renews the leases
+    of what it holds while it sends, so the second worker, looking every
+    second, finds nothing to take over."""
+    count = 16
     for n in range(count):
         path = "/slow/{}".format(n)
         receiver.always(path, lambda got: Answer(204, delay=0.7))
@@ -328,24 +252,22 @@ def test_two_workers_share_one_large_event(own_redis, workers, receiver):
     """At concurrency 1 one worker sends one message at a time, each
     answered after 0.3 s, so its requests start at least 0.3 s apart. Two
     starts closer than that mean the second worker helped with the same
-    event (no sweeps, which would also hand messages over)."""
+    event."""
     starts = []
 
     def slow(got):
         starts.append(time.monotonic())
         return Answer(204, delay=0.3)
 
-    count = 2 * jobs.ROUNDS_PER_CLAIM + 8  # more than two claims: helpers
+    count = 24
     for n in range(count):
         path = "/big/{}".format(n)
         receiver.always(path, slow)
         helpers.call_action("webhook_create", topic="dataset/create",
                             address=receiver.url(path))
-    options = _worker_options(own_redis.url, **dict(
-        _NO_SWEEP, **{"ckanext.webhooks.concurrency": 1}))
-    workers(**options)
-    workers(**options)
-    _wait_for_workers(2)  # a start-up sweep would hand messages over too
+    options = _worker_options(own_redis.url,
+                              **{"ckanext.webhooks.concurrency": 1})
+    processes.wait_until_listening(workers(**options), workers(**options))
     factories.Dataset()
 
     receiver.wait_for(count, timeout=60)
@@ -356,7 +278,7 @@ def test_two_workers_share_one_large_event(own_redis, workers, receiver):
 
 
 @pytest.mark.usefixtures("webhooks")
-def test_worker_runs_delayed_retries_with_its_scheduler(
+def test_worker_runs_delayed_retries(
         own_redis, workers, receiver):
     receiver.answer("/hook", Answer(500), Answer(503))
     hook_id = helpers.call_action("webhook_create", topic="dataset/create",
@@ -364,7 +286,6 @@ def test_worker_runs_delayed_retries_with_its_scheduler(
     workers(**_worker_options(
         own_redis.url, **{"ckanext.webhooks.retry_schedule": "1 1 1",
                           "ckanext.webhooks.sweep_interval": 300}))
-    time.sleep(1)  # the start-up sweep has run; only the scheduler is left
     factories.Dataset()
     got = receiver.wait_for(3, timeout=30)
     assert [r.headers["webhook-id"] for r in got] == \
@@ -388,7 +309,7 @@ def test_hook_failing_for_five_days_is_disabled_until_a_good_ping(
                                   address=receiver.url())
     _age(Hook, hook_id, failing_since=datetime.datetime.utcnow()
          - datetime.timedelta(days=5, minutes=1))
-    jobs.sweep(grace=0)
+    sweeping.sweep()
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert hook["status"] == "disabled"
     assert hook["status_reason"]
@@ -413,7 +334,7 @@ def test_unverified_hook_is_removed_after_pending_ttl(receiver, run_jobs):
         "pending"
     _age(Hook, hook_id, created=datetime.datetime.utcnow()
          - datetime.timedelta(hours=24, minutes=1))
-    jobs.sweep(grace=0)
+    sweeping.sweep()
     with pytest.raises(tk.ObjectNotFound):
         helpers.call_action("webhook_show", id=hook_id)
 
@@ -429,19 +350,19 @@ def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
     old, new = helpers.call_action("webhook_delivery_list", id=hook_id)
     _age(Delivery, old["id"], created=datetime.datetime.utcnow()
          - datetime.timedelta(days=8))
-    jobs.sweep(grace=0)
+    sweeping.sweep()
     remaining = helpers.call_action("webhook_delivery_list", id=hook_id)
     assert [d["id"] for d in remaining] == [new["id"]]
 
 
 @pytest.mark.usefixtures("webhooks")
-def test_sweep_enqueues_events_whose_job_was_lost(receiver, run_jobs,
-                                                  clean_webhooks_queue):
+def test_events_need_no_job_to_be_delivered(receiver, run_jobs,
+                                            clean_webhooks_queue):
     helpers.call_action("webhook_create", topic="dataset/create",
                         address=receiver.url())
     factories.Dataset()
-    clean_webhooks_queue.empty()  # the job is lost
-    run_jobs()  # its start-up sweep finds the event again
+    clean_webhooks_queue.empty()  # whatever Redis held is lost
+    run_jobs()  # the worker finds the event in the database
     assert len(receiver.wait_for(1)) == 1
 
 

@@ -1,0 +1,136 @@
+"""Claims: due messages leased to one worker, with a row lock.
+
+Claiming is one statement: due rows are locked (``FOR UPDATE SKIP LOCKED``,
+so two workers never claim the same attempt), leased, counted and come back.
+Messages without an event (challenges, pings, test deliveries) come first,
+so they never wait behind a backlog of events. A claim takes due messages of
+any number of events: a burst of small events costs one claim, not one per
+event.
+
+A lease lasts two worst-case attempts; the engine renews the leases of what
+it still holds while it sends, so a worker that dies leaves its messages to
+the others within that time, however many it held.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Optional
+
+import sqlalchemy as sa
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks.model import utcnow
+
+# seconds added to a lease for composing bodies and recording outcomes
+LEASE_MARGIN = 5
+
+_DUE = """
+    SELECT id FROM webhooks_delivery
+    WHERE status = 'pending' AND next_attempt <= :now
+      AND event_id IS {event} NULL
+      AND (lease_until IS NULL OR lease_until < :now)
+      AND NOT (hook_id = ANY(:excluded))
+    ORDER BY next_attempt LIMIT :size
+    FOR UPDATE SKIP LOCKED
+"""
+_CLAIM = sa.text("""
+    WITH first AS ({first}), later AS ({then}),
+    picked AS (SELECT id FROM (SELECT id FROM first UNION ALL
+                               SELECT id FROM later) AS due LIMIT :size)
+    UPDATE webhooks_delivery d
+    SET attempts = d.attempts + 1, last_attempt = :now, lease_until = :lease
+    FROM picked
+    WHERE d.id = picked.id
+    RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
+              d.attempts, d.created, d.test
+""".format(first=_DUE.format(event=""), then=_DUE.format(event="NOT")))
+# only rows still under this worker's lease (not taken over by another)
+_RENEW = sa.text("""
+    UPDATE webhooks_delivery SET lease_until = :lease
+    WHERE id = ANY(:ids) AND lease_until = :held
+""")
+# claimed but not attempted: back as they were, due at ``next_attempt``
+_RELEASE = sa.text("""
+    UPDATE webhooks_delivery
+    SET lease_until = NULL, attempts = GREATEST(attempts - 1, 0),
+        next_attempt = GREATEST(next_attempt,
+                                COALESCE(CAST(:next_attempt AS timestamp),
+                                         next_attempt))
+    WHERE id = ANY(:ids) AND lease_until = :held
+""")
+
+
+def lease_seconds() -> float:
+    return 2 * (tk.config.get("ckanext.webhooks.timeout") + 1) + LEASE_MARGIN
+
+
+def claim(size: int, excluded_hooks: Optional[list[str]] = None
+          ) -> tuple[list[Any], datetime.datetime]:
+    """Lease up to ``size`` due messages; the rows and their lease."""
+    now = utcnow()
+    lease = now + datetime.timedelta(seconds=lease_seconds())
+    rows = model.Session.execute(_CLAIM, {
+        "now": now, "size": size, "lease": lease,
+        "excluded": list(excluded_hooks or [])}).fetchall()
+    model.Session.commit()
+    return rows, lease
+
+
+def renew(leases: dict[datetime.datetime, list[str]]
+          ) -> datetime.datetime:
+    """Extend the leases of messages still held; the new lease."""
+    lease = utcnow() + datetime.timedelta(seconds=lease_seconds())
+    for held, ids in leases.items():
+        if ids:
+            model.Session.execute(_RENEW, {"ids": ids, "held": held,
+                                           "lease": lease})
+    model.Session.commit()
+    return lease
+
+
+def release(ids: list[str], held: datetime.datetime,
+            next_attempt: Optional[datetime.datetime] = None) -> None:
+    """Give back messages claimed but not attempted."""
+    if ids:
+        model.Session.execute(_RELEASE, {"ids": ids, "held": held,
+                                         "next_attempt": next_attempt})
+    model.Session.commit()
+
+
+class Message:
+    """A claimed message: its row, its hook, and what its attempt brought.
+
+    ``state`` says what becomes of it: ``send`` (an attempt goes out),
+    ``drop`` (the owner may not see its event, or the hook is gone: the
+    message is deleted, as if it never existed), ``failed`` (decided
+    without an attempt), and after the attempt ``succeeded``, ``failed``
+    or ``pending`` (a retry is due at ``next_attempt``).
+    """
+
+    __slots__ = ("id", "hook_id", "event_id", "type", "data", "body",
+                 "attempts", "created", "test", "lease", "new_body", "hook",
+                 "secrets", "address", "host", "sequence", "outcome",
+                 "state", "error", "next_attempt", "started", "order",
+                 "promoted")
+
+    def __init__(self, row: Any, lease: datetime.datetime):
+        (self.id, self.hook_id, self.event_id, self.type, self.data,
+         self.body, self.attempts, self.created, self.test) = row
+        self.lease = lease
+        self.new_body = False
+        self.hook: Any = None
+        self.secrets: list[str] = []
+        self.address = ""
+        self.host: tuple = ()
+        # messages of one hook about one dataset (or organization, group)
+        # go out one after another, in the order of their events
+        self.sequence: tuple = ()
+        self.order: tuple = ()
+        self.promoted = False  # its turn in its sequence has come
+        self.outcome: Any = None
+        self.state = "send"
+        self.error: Optional[str] = None
+        self.next_attempt: Optional[datetime.datetime] = None
+        self.started: Optional[datetime.datetime] = None

@@ -1,0 +1,173 @@
+"""What each claimed message carries, judged at this attempt.
+
+Access is judged at every attempt, retries and redeliveries included: an
+event message goes out only if its hook's owner may see the event now (see
+``access``); a body composed for an earlier attempt is sent again only then,
+and otherwise the message is dropped without a trace.
+
+Payloads are computed once per event and *view*, not once per hook: all
+anonymous hooks share one view; logged-in owners share a view when they are
+alike for this dataset (sysadmins; or the same permission labels matching
+the dataset's, and the same answer to "could they see it when it
+happened"). CKAN's ``package_show`` answers every user who may read a
+dataset alike, so this is exact. An extension that changes ``package_show``
+per user must set ``ckanext.webhooks.shared_payloads = false``: every owner
+then gets a ``package_show`` of their own.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Optional
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+from ckan.lib.plugins import get_permission_labels
+
+from ckanext.webhooks import access
+from ckanext.webhooks.model import (
+    Event, Hook, STATUS_ACTIVE, STATUS_PENDING, utcnow)
+from ckanext.webhooks.pipeline import bodies
+from ckanext.webhooks.pipeline.claiming import Message
+from ckanext.webhooks.pipeline.sending import host_key
+
+TYPE_PING = "webhook/ping"
+TYPE_VERIFY = "webhook/verify"
+# the challenge is attempted at most this many times in all
+MAX_CHALLENGE_ATTEMPTS = 3
+
+
+def iso(moment: datetime.datetime) -> str:
+    return moment.replace(microsecond=0).isoformat() + "Z"
+
+
+class Views:
+    """What one claim looks up once: events, owners, datasets' labels, and
+    ``data`` per event and view."""
+
+    def __init__(self) -> None:
+        self.shared = bool(tk.config.get("ckanext.webhooks.shared_payloads"))
+        self.events: dict[str, Optional[Event]] = {}
+        self.viewers: dict[Optional[str], access.Viewer] = {}
+        self.labels: dict[str, Optional[frozenset]] = {}
+        self.data: dict[tuple, Optional[str]] = {}
+        self.views_computed = 0
+
+    def event(self, event_id: str) -> Optional[Event]:
+        if event_id not in self.events:
+            self.events[event_id] = model.Session.get(Event, event_id)
+        return self.events[event_id]
+
+    def viewer(self, owner_id: Optional[str]) -> access.Viewer:
+        if owner_id not in self.viewers:
+            self.viewers[owner_id] = access.Viewer(owner_id)
+        return self.viewers[owner_id]
+
+    def _dataset_labels(self, dataset_id: str) -> Optional[frozenset]:
+        """The dataset's permission labels now; None when it is gone."""
+        if dataset_id not in self.labels:
+            pkg = model.Session.get(model.Package, dataset_id)
+            self.labels[dataset_id] = None if pkg is None \
+                or pkg.state == "deleted" else frozenset(
+                    get_permission_labels().get_dataset_labels(pkg))
+        return self.labels[dataset_id]
+
+    def _view(self, event: Event, viewer: access.Viewer) -> tuple:
+        """Owners with the same view get the same ``data``."""
+        if not self.shared or not event.package_id or not (
+                event.topic.startswith("dataset/")
+                or event.topic.startswith("resource/")):
+            return ("owner", viewer.user.id if viewer.user else None)
+        if viewer.user is None:
+            return ("anonymous",)
+        if viewer.user.sysadmin:
+            return ("sysadmin",)
+        labels = self._dataset_labels(event.package_id)
+        then = viewer.could_see(access.at_event_time(event))
+        now = None if labels is None else frozenset(viewer.labels() & labels)
+        return ("user", then, now)
+
+    def data_json(self, event: Event, owner_id: Optional[str]
+                  ) -> Optional[str]:
+        """The event's ``data`` as this owner may see it, as JSON; None when
+        they may not see it (now)."""
+        viewer = self.viewer(owner_id)
+        key = (event.id, self._view(event, viewer))
+        if key not in self.data:
+            self.views_computed += 1
+            data = access.event_data(event, viewer)
+            self.data[key] = None if data is None else bodies.to_json(data)
+        return self.data[key]
+
+
+def _hooks(messages: list[Message]) -> dict[str, Any]:
+    ids = list({m.hook_id for m in messages})
+    return {hook.id: hook for hook in model.Session.query(
+        Hook.id, Hook.address, Hook.status, Hook.status_reason,
+        Hook.owner_id, Hook.secret, Hook.previous_secret,
+        Hook.previous_secret_expires, Hook.client_errors, Hook.last_success,
+        Hook.failing_since, Hook.consecutive_failures, Hook.circuit_until,
+    ).filter(Hook.id.in_(ids))}
+
+
+def _decide(message: Message, hook: Any, views: Views) -> None:
+    """Set what ``message`` carries, or why it is not sent."""
+    if hook is None:  # deleted meanwhile: its messages went with it
+        message.state = "drop"
+        return
+    if message.type == TYPE_VERIFY:
+        if message.attempts > MAX_CHALLENGE_ATTEMPTS:
+            message.state = "failed"
+            message.error = "the challenge was sent {} times".format(
+                MAX_CHALLENGE_ATTEMPTS)
+            return
+    elif hook.status == STATUS_PENDING:
+        # an address that has not answered its challenge gets nothing else
+        message.state = "failed"
+        message.error = "hook is pending"
+        return
+    elif hook.status != STATUS_ACTIVE and message.type != TYPE_PING:
+        message.state = "failed"
+        message.error = "hook is " + hook.status
+        return
+
+    if message.event_id:
+        event = views.event(message.event_id)
+        data_json = None if event is None else views.data_json(
+            event, hook.owner_id)
+        if data_json is None:  # not for this owner (any more)
+            message.state = "drop"
+            return
+        message.sequence = (hook.id, event.package_id or event.entity_id)
+        message.order = (event.created, event.id)
+        if message.body is None:
+            message.body = bodies.compose_body(
+                message.id, message.type, iso(event.created), hook.id,
+                data_json)
+            message.new_body = True
+        return
+    message.order = (message.created, message.id)
+    if message.body is None:
+        message.body = bodies.compose_body(
+            message.id, message.type, iso(message.created), hook.id,
+            bodies.to_json(message.data or {}), test=bool(message.test))
+        message.new_body = True
+
+
+def compose(messages: list[Message], views: Views) -> None:
+    """Decide every claimed message: what it carries and where it goes;
+    ``messages`` end up in the order of their events."""
+    hooks = _hooks(messages)
+    now = utcnow()
+    for message in messages:
+        hook = message.hook = hooks.get(message.hook_id)
+        _decide(message, hook, views)
+        if message.state != "send":
+            continue
+        message.address = hook.address
+        message.host = host_key(hook.address)
+        message.secrets = [hook.secret]
+        if hook.previous_secret and hook.previous_secret_expires \
+                and hook.previous_secret_expires > now:
+            message.secrets.append(hook.previous_secret)
+    messages.sort(key=lambda m: m.order)
+    model.Session.commit()

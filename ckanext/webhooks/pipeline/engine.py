@@ -1,0 +1,440 @@
+"""The loop that keeps hundreds of attempts in flight.
+
+One engine runs in each ``ckan webhooks worker`` (an asyncio loop in a
+thread of its own). It fans out waiting events, claims due messages of any
+events, composes them, sends them, records their outcomes, and claims more
+as attempts finish: a slow attempt holds only its own slot, never a batch.
+
+- ``concurrency`` attempts are in flight at most; a receiver (scheme, host
+  and port) gets at most ``max_per_host`` of them at once. Messages for a
+  busy receiver wait in a queue of their own, outside the sending capacity;
+  when that queue is long, the receiver's hooks are left out of the next
+  claims, so a hung receiver's backlog stays in the database.
+- All database work runs on one thread of its own, so the event loop keeps
+  reading answers while a claim or a record is written.
+- PostgreSQL is the source of truth. The engine wakes when an event or a
+  message commits (``listening``), and looks by itself every second, so a
+  lost notification, a Redis outage or a killed worker delay nothing for
+  long: a dead worker's leases expire and its messages are claimed again.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import functools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks.pipeline import (
+    claiming, composing, matching, outcomes, sweep)
+from ckanext.webhooks.pipeline.claiming import Message
+from ckanext.webhooks.pipeline.sending import Transport
+
+log = logging.getLogger(__name__)
+
+# seconds between looks for due work when nothing wakes the engine
+POLL = 1.0
+# events fanned out in one transaction
+FAN_OUT_BATCH = 200
+# messages in one claim at the most
+CLAIM_MAX = 500
+# messages kept waiting for one busy receiver; past that its hooks are left
+# out of claims until the queue shrinks
+WAITING_PER_HOST = 100
+# seconds a burst run keeps trying while the database fails
+BURST_PATIENCE = 30.0
+
+
+def _in_session(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except BaseException:
+        try:
+            model.Session.rollback()
+        except Exception:
+            pass
+        model.Session.remove()
+        raise
+
+
+class Engine:
+    """Delivers due messages until stopped (or, in burst mode, until none
+    are due)."""
+
+    current: Optional["Engine"] = None
+
+    def __init__(self, burst: bool = False):
+        self.burst = burst
+        self.capacity = max(1, tk.config.get("ckanext.webhooks.concurrency"))
+        self.per_host = max(1, tk.config.get("ckanext.webhooks.max_per_host"))
+        self.sweep_interval = max(1, tk.config.get(
+            "ckanext.webhooks.sweep_interval"))
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="webhooks-db")
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._wakeup: Optional[asyncio.Event] = None
+        self._stopping = False
+        self._events_waiting = True
+        self._held: dict[str, Message] = {}
+        self._ready: collections.deque[Message] = collections.deque()
+        self._waiting: dict[tuple, collections.deque[Message]] = {}
+        self._active: collections.Counter = collections.Counter()
+        self._hook_hosts: dict[str, tuple] = {}
+        # per hook and dataset: the messages waiting for the one in flight
+        self._sequences: dict[tuple, collections.deque[Message]] = {}
+        self._finished: list[Message] = []
+        # the circuit breaker, before the database knows: failures in a row
+        # per hook, and the messages of hooks that reached the threshold
+        self._failures: collections.Counter = collections.Counter()
+        self._parked: dict[str, list[Message]] = {}
+        self.circuit_failures = max(1, tk.config.get(
+            "ckanext.webhooks.circuit_failures"))
+        self._release: list[tuple[Message, Optional[datetime.datetime]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.started = threading.Event()
+        self.stats = collections.Counter()
+
+    # --- from other threads -----------------------------------------------
+
+    def wake(self, events: bool = False) -> None:
+        """Look for work now (thread-safe)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._wake, events)
+
+    def stop(self) -> None:
+        """Stop claiming, finish what is in flight, give back the rest."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopping = True
+            return
+        loop.call_soon_threadsafe(self._stop)
+
+    # --- inside the loop --------------------------------------------------
+
+    def _wake(self, events: bool = False) -> None:
+        if events:
+            self._events_waiting = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self._wake()
+
+    async def _call(self, fn: Callable, *args: Any) -> Any:
+        return await self._loop.run_in_executor(
+            self._db, functools.partial(_in_session, fn, *args))
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._transport = Transport(
+            tk.config.get("ckanext.webhooks.timeout"),
+            tk.config.get("ckanext.webhooks.max_response_bytes"))
+        Engine.current = self
+        self.started.set()
+        renew_every = claiming.lease_seconds() / 4
+        next_renew = time.monotonic() + renew_every
+        next_sweep = time.monotonic() + (0 if self.burst
+                                         else self.sweep_interval)
+        failing_since: Optional[float] = None
+        try:
+            while True:
+                self._wakeup.clear()
+                try:
+                    busy = await self._step()
+                    if time.monotonic() >= next_renew:
+                        await self._renew()
+                        next_renew = time.monotonic() + renew_every
+                    if not self.burst and time.monotonic() >= next_sweep:
+                        await self._call(sweep.sweep)
+                        next_sweep = time.monotonic() + self.sweep_interval
+                    if failing_since is not None:
+                        log.warning("webhooks: the database answers again")
+                        failing_since = None
+                except Exception as e:  # the database went away, and the like
+                    if self.burst and failing_since is not None and \
+                            time.monotonic() - failing_since > BURST_PATIENCE:
+                        raise
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("webhooks: %s; trying again every "
+                                    "second", e)
+                    busy = False
+                    await self._sleep(POLL)
+                    continue
+                if self._stopping and not self._held:
+                    break
+                if self.burst and not busy and not self._held \
+                        and not self._events_waiting:
+                    break
+                if not busy:
+                    await self._sleep(POLL)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await self._transport.close()
+            if Engine.current is self:
+                Engine.current = None
+            self._db.shutdown(wait=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._finished or self._release:
+            seconds = min(seconds, 0.05)
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except asyncio.TimeoutError:
+            self._events_waiting = True  # a notification may have been lost
+
+    async def _step(self) -> bool:
+        """One round; True when there is more to do at once."""
+        busy = False
+        if self._finished:
+            batch, self._finished = self._finished, []
+            try:
+                opened = await self._call(outcomes.record, batch)
+            except Exception:
+                self._finished = batch + self._finished
+                raise
+            for message in batch:
+                self._held.pop(message.id, None)
+            self.stats["recorded"] += len(batch)
+            self._hold_back(opened)
+            busy = True
+        if self._stopping:
+            for message in self._ready:
+                self._release.append((message, None))
+            self._ready.clear()
+            for queue in (*self._waiting.values(),
+                          *self._sequences.values()):
+                self._release.extend((m, None) for m in queue)
+            self._waiting.clear()
+            self._sequences.clear()
+        if self._release:
+            await self._give_back()
+        if self._stopping:
+            return bool(self._finished)
+        if self._events_waiting:
+            fanned = await self._call(matching.fan_out_waiting,
+                                      FAN_OUT_BATCH)
+            self._events_waiting = fanned >= FAN_OUT_BATCH
+            busy = busy or fanned > 0
+        room = 2 * self.capacity - self._in_flight - len(self._ready)
+        if room >= max(1, self.capacity // 4) or (
+                room > 0 and self._in_flight == 0):
+            size = min(room, CLAIM_MAX)
+            claimed = await self._claim(size)
+            busy = busy or claimed >= size
+        self._start_sends()
+        return busy or bool(self._finished)
+
+    async def _claim(self, size: int) -> int:
+        rows, lease = await self._call(claiming.claim, size,
+                                       self._excluded_hooks())
+        if not rows:
+            return 0
+        messages = [Message(row, lease) for row in rows]
+        views = composing.Views()
+        await self._call(composing.compose, messages, views)
+        self.stats["claimed"] += len(messages)
+        self.stats["views"] += views.views_computed
+        for message in messages:
+            self._held[message.id] = message
+            if message.state == "send":
+                self._hook_hosts[message.hook_id] = message.host
+                self._ready.append(message)
+            else:
+                self._finished.append(message)
+        return len(rows)
+
+    def _excluded_hooks(self) -> list[str]:
+        busy = {host for host, queue in self._waiting.items()
+                if len(queue) >= WAITING_PER_HOST}
+        if not busy:
+            return []
+        return [hook_id for hook_id, host in self._hook_hosts.items()
+                if host in busy]
+
+    def _start_sends(self) -> None:
+        while self._ready and self._in_flight < self.capacity:
+            message = self._ready.popleft()
+            if message.hook_id in self._parked and message.event_id:
+                self._parked[message.hook_id].append(message)
+                continue
+            if message.sequence and not message.promoted:
+                behind = self._sequences.get(message.sequence)
+                if behind is None:  # its turn: it leads its sequence
+                    self._sequences[message.sequence] = collections.deque()
+                    message.promoted = True
+                else:
+                    behind.append(message)  # after the one before it
+                    continue
+            if self._active[message.host] >= self.per_host:
+                queue = self._waiting.setdefault(message.host,
+                                                 collections.deque())
+                if len(queue) >= WAITING_PER_HOST:
+                    self._release.append((message, None))
+                    # and those of its sequence behind it, in order
+                    self._release.extend(
+                        (m, None) for m in
+                        self._sequences.pop(message.sequence, ()))
+                    self._wake()
+                else:
+                    queue.append(message)
+                continue
+            self._launch(message)
+
+    def _launch(self, message: Message) -> None:
+        from ckanext.webhooks.model import utcnow
+        self._in_flight += 1
+        self._active[message.host] += 1
+        message.started = utcnow()
+        task = self._loop.create_task(self._send(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, message: Message) -> None:
+        try:
+            message.outcome = await self._transport.post(
+                message.address, message.id, message.body, message.secrets)
+        finally:
+            self._in_flight -= 1
+            self._active[message.host] -= 1
+            if message.outcome is not None:
+                self._finished.append(message)
+                self.stats["sent"] += 1
+                self._count_failure(message)
+            behind = self._sequences.get(message.sequence)
+            if behind:
+                following = behind.popleft()
+                following.promoted = True
+                self._ready.appendleft(following)
+            elif behind is not None:
+                del self._sequences[message.sequence]
+            queue = self._waiting.get(message.host)
+            if queue:  # its turn, before anything claimed later
+                self._ready.appendleft(queue.popleft())
+                if not queue:
+                    del self._waiting[message.host]
+            if not self._active[message.host]:
+                del self._active[message.host]
+            if not self._stopping:
+                self._start_sends()
+            self._wake()
+
+    def _count_failure(self, message: Message) -> None:
+        """Park a hook's other messages as soon as it failed often enough in
+        a row; the record of these outcomes then opens its circuit."""
+        outcome = message.outcome
+        hook_id = message.hook_id
+        if outcome.succeeded:
+            self._failures.pop(hook_id, None)
+        elif message.event_id and outcome.retryable:
+            count = self._failures[hook_id] = max(
+                self._failures[hook_id],
+                message.hook.consecutive_failures or 0) + 1
+            if count >= self.circuit_failures:
+                self._parked.setdefault(hook_id, [])
+
+    def _hold_back(self, opened: dict[str, datetime.datetime]) -> None:
+        """Messages of hooks whose circuit opened wait for its slot; parked
+        messages of the others go on."""
+        unrecorded = {m.hook_id for m in self._held.values()
+                      if m.outcome is not None}
+        for hook_id in list(self._parked):
+            if hook_id in opened:
+                self._release.extend((m, opened[hook_id])
+                                     for m in self._parked.pop(hook_id))
+                self._failures.pop(hook_id, None)
+            elif hook_id not in unrecorded:
+                # its failures are recorded and did not open the circuit
+                self._ready.extendleft(reversed(self._parked.pop(hook_id)))
+        if not opened:
+            return
+
+        def keep(message: Message) -> bool:
+            until = opened.get(message.hook_id)
+            if until is not None and message.event_id:
+                self._release.append((message, until))
+                return False
+            return True
+
+        self._ready = collections.deque(m for m in self._ready if keep(m))
+        for sequence in list(self._sequences):
+            if sequence[0] in opened:
+                for message in self._sequences.pop(sequence):
+                    self._release.append((message, opened[sequence[0]]))
+        for host in list(self._waiting):
+            queue = collections.deque(m for m in self._waiting[host]
+                                      if keep(m))
+            if queue:
+                self._waiting[host] = queue
+            else:
+                del self._waiting[host]
+
+    async def _give_back(self) -> None:
+        released, self._release = self._release, []
+        groups: dict[tuple, list[str]] = collections.defaultdict(list)
+        for message, until in released:
+            groups[(message.lease, until)].append(message.id)
+        try:
+            for (lease, until), ids in groups.items():
+                await self._call(claiming.release, ids, lease, until)
+        except Exception:
+            self._release = released + self._release
+            raise
+        for message, _ in released:
+            self._held.pop(message.id, None)
+
+    async def _renew(self) -> None:
+        holding = [m for m in self._held.values() if m.outcome is None
+                   and m.state == "send"]
+        if not holding:
+            return
+        leases: dict[datetime.datetime, list[str]] = \
+            collections.defaultdict(list)
+        for message in holding:
+            leases[message.lease].append(message.id)
+        lease = await self._call(claiming.renew, dict(leases))
+        for message in holding:
+            message.lease = lease
+
+
+def run_burst() -> collections.Counter:
+    """Deliver everything due now, then return (tests, ``--burst``)."""
+    engine = Engine(burst=True)
+    asyncio.run(engine.run())
+    return engine.stats
+
+
+class EngineThread:
+    """An engine on a thread of its own, beside RQ's worker loop."""
+
+    def __init__(self) -> None:
+        self.engine = Engine()
+        self._thread = threading.Thread(target=self._run,
+                                        name="webhooks-engine", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.engine.run())
+        except Exception:
+            log.exception("webhooks: the delivery engine stopped")
+
+    def start(self) -> "EngineThread":
+        self._thread.start()
+        self.engine.started.wait(10)
+        return self
+
+    def stop(self, timeout: float) -> None:
+        self.engine.stop()
+        self._thread.join(timeout)

@@ -1,0 +1,293 @@
+"""The HTTP transport: one signed POST per attempt, on aiohttp.
+
+aiohttp does the HTTP (keep-alive, chunked and unsized answers, interim 1xx
+answers, limits on header lines and counts). Two things no library does are
+kept here:
+
+- **The pin.** Every attempt resolves and vets the address first
+  (``addresses.pin``, in a thread pool of its own so a slow DNS server delays
+  only its own hooks), then connects to exactly the vetted IP: aiohttp asks
+  ``_VettedResolver``, which answers with that IP and never with DNS. The URL
+  keeps the host name, so TLS verifies the certificate for the name, and a
+  name that resolves to a public IP at the check and a private one a moment
+  later (DNS rebinding) cannot slip through.
+- **One deadline around the whole attempt**: vetting, connecting, sending,
+  headers trickled byte by byte and the body all end at ``timeout``.
+
+Nothing here touches the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Optional
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from ckanext.webhooks import __version__, addresses
+from ckanext.webhooks.pipeline import bodies
+
+USER_AGENT = "ckanext-webhooks/" + __version__
+
+_tls: Optional[ssl.SSLContext] = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """Certificates are verified against certifi's CA bundle, for the
+    receiver's name, as a browser would."""
+    global _tls
+    if _tls is None:
+        import certifi
+        _tls = ssl.create_default_context(cafile=certifi.where())
+    return _tls
+
+
+@dataclass
+class Outcome:
+    status: Optional[int]
+    error: Optional[str]
+    duration_ms: int
+    retry_after: Optional[float] = None
+    response_body: bytes = b""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status >= 500 \
+            or self.status in (408, 429)
+
+    @property
+    def redirect(self) -> bool:
+        """Redirects are not followed: a misconfigured address, not retried."""
+        return self.status is not None and 300 <= self.status < 400
+
+    @property
+    def client_error(self) -> bool:
+        return self.status is not None and 400 <= self.status < 500 \
+            and not self.retryable
+
+
+def retry_after_seconds(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(int(value.strip())))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def host_key(address: str) -> tuple[str, str, int]:
+    """The receiver an address belongs to: scheme, host and port."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(address)
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        return scheme, (parts.hostname or "").lower(), port
+    except ValueError:
+        return "", address, 0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class _VettedResolver(AbstractResolver):
+    """Answers aiohttp with the IP an attempt vetted a moment ago, never
+    with DNS. Every IP it holds passed the vetting."""
+
+    def __init__(self) -> None:
+        self.ips: dict[str, str] = {}
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[Any]:
+        ip = self.ips.get(host.lower())
+        if ip is None:
+            raise OSError("the address was not vetted")
+        return [{"hostname": host, "host": ip, "port": port,
+                 "family": socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        pass
+
+
+def _short(error: BaseException) -> str:
+    return (str(error) or type(error).__name__)[:300]
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, in words of our own: never bytes the receiver sent
+    (a banner of another protocol, for instance)."""
+    if isinstance(error, (aiohttp.ClientConnectorCertificateError,
+                          aiohttp.ClientSSLError, ssl.SSLError)):
+        return "TLS error: " + _short(getattr(error, "certificate_error",
+                                              None) or error)
+    if isinstance(error, aiohttp.ClientConnectorError):
+        os_error = error.os_error
+        return "connection error: " + (
+            os_error.strerror or _short(os_error)
+            if isinstance(os_error, OSError) else _short(os_error))
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "connection error: the receiver closed the connection"
+    if isinstance(error, aiohttp.ClientResponseError):
+        cause = str(getattr(error.__cause__, "message", "") or "")
+        if "status line" in cause.lower():
+            return "not an HTTP answer"
+        if "too many headers" in cause.lower():
+            return "bad answer: too many headers"
+        return "bad answer: the response could not be read"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "bad answer: the body could not be read"
+    if isinstance(error, OSError):
+        return "connection error: " + (error.strerror or _short(error))
+    return "connection error: " + type(error).__name__
+
+
+class Transport:
+    """Sends attempts; one per event loop. Connections are kept alive per
+    receiver and reused by later attempts."""
+
+    def __init__(self, timeout: float, max_response_bytes: int,
+                 dns_threads: int = 8):
+        self.timeout = float(timeout)
+        self.max_response_bytes = int(max_response_bytes)
+        self._resolver = _VettedResolver()
+        self._dns = ThreadPoolExecutor(dns_threads,
+                                       thread_name_prefix="webhooks-dns")
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=self._resolver, use_dns_cache=False, limit=0,
+                limit_per_host=0, ssl=tls_context(), keepalive_timeout=15)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("Accept-Encoding",),
+                auto_decompress=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._dns.shutdown(wait=False)
+
+    async def post(self, address: str, message_id: str, body: str,
+                   secrets: list[str]) -> Outcome:
+        """POST one signed message and say what happened; never raises
+        (but for cancellation)."""
+        started = time.monotonic()
+
+        def elapsed() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            return await asyncio.wait_for(
+                self._post(address, message_id, body, secrets, elapsed),
+                self.timeout)
+        except asyncio.TimeoutError:
+            return Outcome(None, "timeout after {:g}s".format(self.timeout),
+                           elapsed())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            return Outcome(None, _describe(e), elapsed())
+
+    async def _post(self, address: str, message_id: str, body: str,
+                    secrets: list[str], elapsed) -> Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            pinned = await loop.run_in_executor(self._dns, addresses.pin,
+                                                address)
+        except addresses.AddressRefused as e:
+            return Outcome(None, "refused: " + str(e), elapsed())
+        if not _is_ip(pinned.hostname):
+            self._resolver.ips[pinned.hostname.lower()] = pinned.ip
+        host = "[{}]".format(pinned.hostname) if ":" in pinned.hostname \
+            else pinned.hostname
+        url = "{}://{}:{}{}".format(pinned.scheme, host, pinned.port,
+                                    pinned.target)
+        timestamp = int(time.time())
+        headers = {
+            "Host": pinned.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": bodies.sign(message_id, timestamp, body,
+                                             secrets),
+        }
+        payload = body.encode()
+        session = self._open()
+        for last_try in (False, True):
+            try:
+                return await self._exchange(session, url, payload, headers,
+                                            elapsed)
+            except aiohttp.ServerDisconnectedError:
+                # a kept-alive connection the receiver had just closed:
+                # once more, on a new connection
+                if last_try:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, session: aiohttp.ClientSession, url: str,
+                        payload: bytes, headers: dict[str, str],
+                        elapsed) -> Outcome:
+        import yarl
+        async with session.post(yarl.URL(url, encoded=True), data=payload,
+                                headers=headers,
+                                allow_redirects=False) as response:
+            retry_after = retry_after_seconds(
+                response.headers.get("Retry-After"))
+            received = bytearray()
+            limit = self.max_response_bytes
+            while len(received) < limit:
+                chunk = await response.content.read(limit - len(received))
+                if not chunk:
+                    break
+                received += chunk
+            if len(received) >= limit:
+                response.close()  # the rest is not read: not reusable
+            return Outcome(response.status, None, elapsed(),
+                           retry_after=retry_after,
+                           response_body=bytes(received[:limit]))
+
+
+def post_once(address: str, message_id: str, body: str, secrets: list[str],
+              timeout: float, max_response_bytes: int) -> Outcome:
+    """One attempt from synchronous code (tests, the command line)."""
+    async def run() -> Outcome:
+        transport = Transport(timeout, max_response_bytes)
+        try:
+            return await transport.post(address, message_id, body, secrets)
+        finally:
+            await transport.close()
+    return asyncio.run(run())

@@ -1,0 +1,80 @@
+"""Tidying up: unverified and failing hooks, old records.
+
+Lost work needs no sweep: the engine claims messages whose lease expired and
+fans out events nobody fanned out, straight from the database.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Optional
+
+import sqlalchemy as sa
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks.model import (
+    Delivery, Event, Hook, utcnow,
+    DELIVERY_PENDING, STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING)
+
+log = logging.getLogger(__name__)
+
+_SWEEP_LOCK = 0x7765626B  # "webk": one sweeper at a time across machines
+
+
+def sweep() -> dict[str, int]:
+    """Remove unverified hooks, disable failing ones, prune old records;
+    safe to run anywhere, any time (one worker at a time does it)."""
+    now = utcnow()
+    counts = {"unverified": 0, "disabled": 0, "pruned": 0}
+    session = model.Session
+    locked = session.execute(sa.text(
+        "SELECT pg_try_advisory_xact_lock(:key)"),
+        {"key": _SWEEP_LOCK}).scalar()
+    if not locked:
+        session.commit()
+        return counts
+
+    pending_ttl = tk.config.get("ckanext.webhooks.pending_ttl")
+    counts["unverified"] = session.query(Hook).filter(
+        Hook.status == STATUS_PENDING,
+        Hook.created < now - datetime.timedelta(seconds=pending_ttl),
+    ).delete(synchronize_session=False)
+
+    disable_after = tk.config.get("ckanext.webhooks.disable_after")
+    counts["disabled"] = session.query(Hook).filter(
+        Hook.status == STATUS_ACTIVE,
+        Hook.failing_since < now - datetime.timedelta(
+            seconds=disable_after),
+    ).update({"status": STATUS_DISABLED, "status_reason":
+              "every delivery failed since {}".format(
+                  now - datetime.timedelta(seconds=disable_after))},
+        synchronize_session=False)
+
+    counts["pruned"] = prune(commit=False)
+    session.commit()
+    if any(counts.values()):
+        log.info("webhooks sweep: %s", counts)
+    return counts
+
+
+def prune(days: Optional[float] = None, commit: bool = True) -> int:
+    """Delete finished messages (and their attempt logs), and their events,
+    older than ``days``."""
+    if days is None:
+        days = tk.config.get("ckanext.webhooks.delivery_retention_days")
+    cutoff = utcnow() - datetime.timedelta(days=days)
+    session = model.Session
+    deleted = session.query(Delivery).filter(
+        Delivery.status != DELIVERY_PENDING, Delivery.created < cutoff,
+    ).delete(synchronize_session=False)
+    pending = sa.select(Delivery.event_id).where(
+        Delivery.status == DELIVERY_PENDING, Delivery.event_id.isnot(None))
+    session.query(Event).filter(
+        Event.created < cutoff, Event.fanned_out.isnot(None),
+        Event.id.notin_(pending),
+    ).delete(synchronize_session=False)
+    if commit:
+        session.commit()
+    return deleted

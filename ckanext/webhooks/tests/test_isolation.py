@@ -1,0 +1,197 @@
+"""A slow, hung or hostile receiver delays only its own deliveries.
+
+Real `ckan webhooks worker` processes deliver to a real receiver that
+answers at once, beside receivers that accept a connection and never answer,
+or trickle a header byte every half second. The healthy receiver must get
+every event and ping within a second, whatever the others do.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks.tests import processes
+from ckanext.webhooks.tests.receiver import Answer
+
+pytestmark = pytest.mark.usefixtures("webhooks")
+
+
+class Hostile:
+    """Accepts connections and reads requests; then never answers
+    (``hang``) or trickles a header byte every half second (``trickle``)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/") -> str:
+        return "http://127.0.0.1:{}{}".format(self.port, path)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            if self.mode == "trickle":
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                    if self._closed:
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(0.5)
+            while not self._closed:
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        for conn in self._open:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def hostile():
+    made = []
+
+    def make(mode: str) -> Hostile:
+        made.append(Hostile(mode))
+        return made[-1]
+    yield make
+    for server in made:
+        server.close()
+
+
+def _worker(workers, **options):
+    worker = workers(**dict({"ckanext.webhooks.timeout": 10,
+                             "ckanext.webhooks.retry_schedule": "60",
+                             "ckanext.webhooks.sweep_interval": 60},
+                            **options))
+    processes.wait_until_listening(worker)
+    return worker
+
+
+def test_hung_and_trickling_receivers_delay_no_one_else(
+        workers, receiver, hostile):
+    hung, trickling = hostile("hang"), hostile("trickle")
+    for server in (hung, trickling):
+        for n in range(5):  # several hooks on each: they share the worker
+            hook_id = helpers.call_action(
+                "webhook_create", topic="dataset/*",
+                address=server.url("/{}".format(n)))
+            helpers.call_action("webhook_ping", id=hook_id)
+    healthy = helpers.call_action("webhook_create", topic="dataset/*",
+                                  address=receiver.url("/healthy"))
+    _worker(workers, **{"ckanext.webhooks.concurrency": 20,
+                        "ckanext.webhooks.max_per_host": 4})
+    for n in range(3):
+        started = time.monotonic()
+        dataset = factories.Dataset()
+        got = receiver.wait_for(2 * n + 1, path="/healthy", timeout=5)
+        assert got[-1].json["data"]["id"] == dataset["id"]
+        assert time.monotonic() - started < 1.0, n
+
+        started = time.monotonic()
+        helpers.call_action("webhook_ping", id=healthy)
+        got = receiver.wait_for(2 * n + 2, path="/healthy", timeout=5)
+        assert got[-1].json["type"] == "webhook/ping"
+        assert time.monotonic() - started < 1.0, n
+    # the hostile receivers were being sent to all along
+    assert hung.connections and trickling.connections
+
+
+def test_one_receiver_gets_a_bounded_number_of_requests_at_once(
+        workers, receiver):
+    """30 hooks on one slow receiver, 3 at a time at most."""
+    in_flight = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def slow(got):
+        with lock:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        time.sleep(0.3)
+        with lock:
+            in_flight["now"] -= 1
+        return Answer(204)
+
+    for n in range(30):
+        path = "/slow/{}".format(n)
+        receiver.always(path, slow)
+        helpers.call_action("webhook_create", topic="dataset/create",
+                            address=receiver.url(path))
+    _worker(workers, **{"ckanext.webhooks.concurrency": 100,
+                        "ckanext.webhooks.max_per_host": 3})
+    factories.Dataset()
+    assert len(receiver.wait_for(30, timeout=30)) == 30
+    assert in_flight["most"] == 3
+
+
+def test_hundreds_of_attempts_in_flight_from_one_worker(
+        workers, receiver):
+    """200 hooks on 200 receivers (loopback addresses of their own) that
+    answer after a second: one worker has them all in flight at once."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    arrivals = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                arrivals.append(time.monotonic())
+            time.sleep(1.0)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 512  # 200 connections at once: no SYN dropped
+
+    # every 127.0.1.x address reaches it (loopback only: 127.0.0.0/8)
+    server = Server(("0.0.0.0", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for n in range(200):
+            helpers.call_action(
+                "webhook_create", topic="dataset/create",
+                address="http://127.0.1.{}:{}/".format(n + 1, port))
+        _worker(workers, **{"ckanext.webhooks.concurrency": 200})
+        factories.Dataset()
+        deadline = time.monotonic() + 30
+        while len(arrivals) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(arrivals) == 200
+        # one-second answers, all 200 sent within well under a second
+        assert max(arrivals) - min(arrivals) < 0.9
+    finally:
+        server.shutdown()
+        server.server_close()
