@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-PAGES_BLUEPRINT = "webhooks"
+# the pages' blueprints: ``webhooks`` and any other named ``webhooks...``
+PAGES_BLUEPRINT_PREFIX = "webhooks"
 ACTION_ENDPOINT = "api.action"
 ACTION_PREFIX = "webhook_"
 
@@ -23,7 +24,7 @@ def install(app: Flask) -> Flask:
 
 
 def _is_page() -> bool:
-    return request.blueprint == PAGES_BLUEPRINT
+    return (request.blueprint or "").startswith(PAGES_BLUEPRINT_PREFIX)
 
 
 def _is_webhook_action() -> bool:
