@@ -8,7 +8,9 @@ hook is created and at every delivery attempt.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+import string
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -77,6 +79,94 @@ def refusal(address: str, unresolvable_ok: bool) -> str | None:
         if not _is_public(ip):
             return _PRIVATE()
     return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# what pin() leaves unquoted in the request target
+_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# the characters a numeric IPv4 host may be spelled with (0x7f, 0177, 127.1)
+_IPV4_SPELLING = re.compile(r"[0-9a-fx.]+")
+
+
+def normalized(address: str) -> str:
+    """The one spelling of ``address`` that the per-address cap counts.
+
+    Spellings that reach the same receiver count as one address: scheme and
+    host case-folded, a trailing dot of the host and a default port dropped,
+    IP literals in their canonical form (``127.000.000.001``, ``2130706433``
+    and ``::ffff:127.0.0.1`` are ``127.0.0.1``), international names in
+    their IDNA form, percent escapes of unreserved characters decoded,
+    ``.`` and ``..`` segments resolved, repeated and trailing slashes dropped,
+    query and fragment ignored. The path's case is kept. ``address`` itself
+    is stored and used as given; an address that is not a URL is its own
+    normal form.
+    """
+    try:
+        parts = urlsplit(address.strip())
+        port = parts.port
+    except ValueError:
+        return address
+    if not parts.scheme or not parts.hostname:
+        return address
+    scheme = parts.scheme.lower()
+    host = _canonical_host(parts.hostname or "")
+    netloc = "[{}]".format(host) if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += ":{}".format(port)
+    return "{}://{}{}".format(scheme, netloc, _canonical_path(parts.path))
+
+
+def _canonical_host(host: str) -> str:
+    host = host.rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is None and _IPV4_SPELLING.fullmatch(host):
+        try:  # the same reading of numeric hosts as the resolver's
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            ip = None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip is not None:
+        return str(ip)
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            return host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return host
+    return host
+
+
+def _canonical_path(path: str) -> str:
+    path = quote(path, safe=_TARGET_SAFE)
+    path = _ESCAPE.sub(
+        lambda m: chr(int(m.group(1), 16))
+        if chr(int(m.group(1), 16)) in _UNRESERVED
+        else "%" + m.group(1).upper(), path)
+    path = re.sub("/{2,}", "/", path)
+    return _without_dot_segments(path).rstrip("/")
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986, section 5.2.4, on a path that starts with "/" (or is
+    empty)."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for segment in segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments and segments[-1] in (".", ".."):
+        out.append("")
+    return "".join("/" + segment for segment in out)
 
 
 class Pinned(NamedTuple):

@@ -11,9 +11,12 @@ import secrets
 import uuid
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.dialects.postgresql import JSONB, ARRAY
 
 import ckan.plugins.toolkit as tk
+
+from ckanext.webhooks.addresses import normalized
 
 STATUS_PENDING = "pending"
 STATUS_ACTIVE = "active"
@@ -62,6 +65,8 @@ class Hook(tk.BaseModel):
     topics = sa.Column(ARRAY(sa.UnicodeText), nullable=False)
     description = sa.Column(sa.UnicodeText, nullable=True)
     address = sa.Column(sa.UnicodeText, nullable=False)
+    # what the per-address cap counts; kept in step with ``address``
+    normalized_address = sa.Column(sa.UnicodeText, nullable=False)
     owner_id = sa.Column(sa.UnicodeText, nullable=True)
     secret = sa.Column(sa.UnicodeText, nullable=False, default=new_secret)
     previous_secret = sa.Column(sa.UnicodeText, nullable=True)
@@ -86,6 +91,12 @@ class Hook(tk.BaseModel):
     challenges_sent = sa.Column(sa.Integer, nullable=False, default=0)
     last_challenge = sa.Column(sa.DateTime, nullable=True)
     last_recover = sa.Column(sa.DateTime, nullable=True)
+
+    @orm.validates("address")
+    def _keep_normalized_address(self, key: str, address: str) -> str:
+        self.normalized_address = normalized(address) \
+            if isinstance(address, str) else address
+        return address
 
     @property
     def topic(self) -> "str | None":

@@ -3,7 +3,7 @@ import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 from ckan.lib.plugins import DefaultTranslation
 
-from ckanext.webhooks import subscriptions, tables
+from ckanext.webhooks import response_headers, subscriptions, tables
 
 
 @tk.blanket.actions
@@ -15,6 +15,7 @@ class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     p.implements(p.ITranslation)
     p.implements(p.IConfigurer)
     p.implements(p.IConfigurable)
+    p.implements(p.IMiddleware, inherit=True)
 
     # IConfigurer
 
@@ -27,3 +28,8 @@ class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     def configure(self, config):
         subscriptions.listen()
         tables.check_at_start_up()
+
+    # IMiddleware
+
+    def make_middleware(self, app, config):
+        return response_headers.install(app)

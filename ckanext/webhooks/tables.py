@@ -18,7 +18,7 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 # the newest migration in migration/webhooks/versions (a test checks it)
-REVISION = "5a2c9d7e1f34"
+REVISION = "6b42935909d0"
 UPGRADE_COMMAND = "ckan db upgrade -p webhooks"
 # while the schema is missing, look again this often (a write costs nothing
 # more in between)

@@ -177,8 +177,7 @@ def webhook_create(context, data_dict) -> str:
     user = _caller(context)
     filters = _resolve_filters(data, user)
     limits.check_address_cap(data["address"])
-    if user is None:
-        limits.check_anonymous_rate(limits.client_address())
+    limits.check_creation_rate(user)
 
     verify = tk.config.get("ckanext.webhooks.verify_intent")
     hook = Hook(
