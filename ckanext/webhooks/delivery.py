@@ -268,14 +268,16 @@ def to_json(value: Any) -> str:
 
 
 def compose_body(message_id: str, type_: str, timestamp: str, hook_id: str,
-                 data_json: str) -> str:
+                 data_json: str, test: bool = False) -> str:
     """The body around ``data`` already in JSON (``to_json``): one event's
     data is serialised once for all its messages. The same text as
-    ``to_json`` of the whole body would give."""
+    ``to_json`` of the whole body would give. A test delivery carries
+    ``"test": true`` before ``data``."""
     return '{"id":%s,"type":%s,"timestamp":%s,"hook_id":%s,"site_url":%s,' \
-        '"data":%s}' % (to_json(message_id), to_json(type_),
-                        to_json(timestamp), to_json(hook_id),
-                        _site_url_json(), data_json)
+        '%s"data":%s}' % (to_json(message_id), to_json(type_),
+                          to_json(timestamp), to_json(hook_id),
+                          _site_url_json(), '"test":true,' if test else "",
+                          data_json)
 
 
 def _site_url_json() -> str:

@@ -218,7 +218,7 @@ _CLAIM = """
     FROM due
     WHERE d.id = due.id
     RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
-              d.attempts, d.created
+              d.attempts, d.created, d.test
 """
 # only rows still under this job's lease (not taken over by another worker)
 _RENEW = sa.text("""
@@ -238,12 +238,14 @@ class _Message:
     """A claimed message, its hook, and what its attempt brought."""
 
     __slots__ = ("id", "hook_id", "event_id", "type", "data", "body",
-                 "attempts", "created", "new_body", "hook", "secrets",
-                 "pinned", "outcome", "status", "error", "next_attempt")
+                 "attempts", "created", "test", "new_body", "hook",
+                 "secrets", "pinned", "outcome", "sent_at", "status", "error",
+                 "next_attempt")
 
     def __init__(self, row):
         (self.id, self.hook_id, self.event_id, self.type, self.data,
-         self.body, self.attempts, self.created) = row
+         self.body, self.attempts, self.created, self.test) = row
+        self.sent_at: Optional[datetime.datetime] = None
         self.new_body = False
         self.hook = None
         self.secrets: list[str] = []
@@ -362,7 +364,7 @@ def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
         elif message.body is None:
             message.body = delivery.compose_body(
                 message.id, message.type, _iso(message.created), hook.id,
-                delivery.to_json(message.data or {}))
+                delivery.to_json(message.data or {}), test=message.test)
             message.new_body = True
         message.secrets = [hook.secret]
         if hook.previous_secret and hook.previous_secret_expires \
@@ -403,6 +405,7 @@ def _sender_pool(size: int) -> ThreadPoolExecutor:
 
 
 def _send(message: _Message) -> None:
+    message.sent_at = utcnow()
     if message.outcome is not None:
         return
     try:
@@ -502,7 +505,10 @@ _STORE_HOOKS = sa.text("""
                              ELSE COALESCE(h.failing_since,
                                            CAST(:now AS timestamp)) END,
         status = COALESCE(v.status, h.status),
-        status_reason = CASE WHEN v.status IS NULL THEN h.status_reason END
+        status_reason = CASE WHEN v.status IS NULL THEN h.status_reason END,
+        verified = CASE WHEN v.status = 'active'
+                        THEN COALESCE(h.verified, CAST(:now AS timestamp))
+                        ELSE h.verified END
     FROM unnest(CAST(:ids AS text[]), CAST(:resets AS boolean[]),
                 CAST(:counts AS int[]), CAST(:failings AS boolean[]),
                 CAST(:statuses AS text[]))
@@ -570,6 +576,7 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
     if dropped:
         model.Session.execute(_DROP, {"ids": dropped})
     if stored:
+        _log_attempts(stored)
         model.Session.execute(_STORE_OUTCOMES, {
             "ids": [m.id for m in stored],
             "statuses": [m.status for m in stored],
@@ -605,6 +612,55 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
             synchronize_session=False)
     model.Session.commit()
     return retries
+
+
+# the attempt log: one row per attempt of a whole claim in one statement;
+# the log of one message keeps its newest ATTEMPTS_KEPT attempts
+ATTEMPTS_KEPT = 50
+RESPONSE_BODY_KEPT = 2048
+_LOG_ATTEMPTS = sa.text("""
+    INSERT INTO webhooks_attempt
+        (message_id, at, duration_ms, response_status, error, response_body)
+    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamp[]),
+                         CAST(:durations AS int[]), CAST(:codes AS int[]),
+                         CAST(:errors AS text[]), CAST(:bodies AS text[]))
+""")
+_TRIM_ATTEMPTS = sa.text("""
+    DELETE FROM webhooks_attempt a
+    WHERE a.message_id = ANY(:ids) AND a.id < (
+        SELECT b.id FROM webhooks_attempt b
+        WHERE b.message_id = a.message_id
+        ORDER BY b.id DESC OFFSET :kept - 1 LIMIT 1)
+""")
+
+
+def _storable(text: Optional[str]) -> Optional[str]:
+    """Text PostgreSQL can store (a receiver may answer anything)."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
+def _log_attempts(messages: list[_Message]) -> None:
+    """Add this claim's attempts to the attempt log. The start of the
+    answer is kept only for active hooks: nothing a receiver that never
+    agreed to deliveries answers is shown to whoever made the hook."""
+    attempted = [m for m in messages if m.outcome is not None]
+    if not attempted:
+        return
+    model.Session.execute(_LOG_ATTEMPTS, {
+        "ids": [m.id for m in attempted],
+        "ats": [m.sent_at or utcnow() for m in attempted],
+        "durations": [m.outcome.duration_ms for m in attempted],
+        "codes": [m.outcome.status for m in attempted],
+        "errors": [_storable(m.error or m.outcome.error) for m in attempted],
+        "bodies": [_storable(m.outcome.response_body.decode(
+            "utf-8", "replace")[:RESPONSE_BODY_KEPT])
+            if m.hook.status == STATUS_ACTIVE else None
+            for m in attempted]})
+    # only a message attempted more often than that has anything to trim
+    long_logs = [m.id for m in attempted if m.attempts > ATTEMPTS_KEPT]
+    if long_logs:
+        model.Session.execute(_TRIM_ATTEMPTS, {"ids": long_logs,
+                                               "kept": ATTEMPTS_KEPT})
 
 
 def _deliver_due(statement: Any, params: dict[str, Any]) -> None:
@@ -681,9 +737,11 @@ def sweep(grace: float) -> dict[str, int]:
         ).order_by(Delivery.next_attempt).limit(20000).all()
 
         pending_ttl = tk.config.get("ckanext.webhooks.pending_ttl")
+        # a hook is pending since its latest challenge (a new address)
         counts["unverified"] = session.query(Hook).filter(
             Hook.status == STATUS_PENDING,
-            Hook.created < now - datetime.timedelta(seconds=pending_ttl),
+            sa.func.coalesce(Hook.last_challenge, Hook.created)
+            < now - datetime.timedelta(seconds=pending_ttl),
         ).delete(synchronize_session=False)
 
         disable_after = tk.config.get("ckanext.webhooks.disable_after")
