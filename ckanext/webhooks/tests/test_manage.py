@@ -908,3 +908,38 @@ def test_cli_updates_disables_enables_and_recovers(cli, receiver, run_jobs):
     assert "1" in result.output
     run_jobs()
     assert len(receiver.wait_for(2, "/cli")) == 2
+
+
+# --- the pages show hooks with several topics -----------------------------------
+
+def test_pages_name_every_topic_of_a_hook(app):
+    user = factories.User()
+    hook_id = create(context=as_user(user),
+                     topics=["dataset/create", "resource/delete"])
+    for url in ("/webhooks/" + hook_id,
+                "/webhooks/{}/delete".format(hook_id)):
+        page = app.get(url).body
+        assert "A dataset is created, A resource is deleted" in page, url
+        assert "None" not in page, url
+    page = app.get("/webhooks", extra_environ={
+        "REMOTE_USER": user["name"]}).body
+    assert "A dataset is created, A resource is deleted" in page
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
+def test_the_page_of_a_pending_hook_offers_no_redelivery(app, receiver,
+                                                         run_jobs):
+    receiver.always("/page", lambda got: Answer(500))
+    hook_id = create(receiver.url("/page"))
+    run_jobs()
+    page = app.get("/webhooks/" + hook_id).body
+    assert "/redeliver" not in page
+    assert "Send a ping" in page
+
+
+def test_the_page_of_a_paused_hook_says_its_owner_paused_it(app):
+    hook_id = create()
+    call("webhook_update", id=hook_id, enabled=False)
+    page = app.get("/webhooks/" + hook_id).body
+    assert "disabled by its owner" in page
+    assert "kept failing" not in page
