@@ -905,7 +905,7 @@ def test_cli_updates_disables_enables_and_recovers(cli, receiver, run_jobs):
     result = cli.invoke(ckan, ["webhooks", "recover", dashed,
                                "--since", "2000-01-01T00:00:00Z"])
     assert result.exit_code == 0, result.output
-    assert "1" in result.output
+    assert "Delivering 1 failed deliveries again" in result.output
     run_jobs()
     assert len(receiver.wait_for(2, "/cli")) == 2
 
