@@ -349,7 +349,9 @@ def webhook_update(context, data_dict) -> dict[str, Any]:
     """Change a webhook; give only what changes.
 
     A new address makes the hook ``pending`` and sends it a new
-    verification challenge (when the site verifies intent). ``enabled:
+    verification challenge (when the site verifies intent; a hook its
+    owner disabled stays disabled until enabled), and counts against the
+    limits on creating hooks. ``enabled:
     false`` pauses the hook (``disabled``, "disabled by its owner"):
     it gets no events, pings or challenges. ``enabled: true`` makes a
     disabled hook ``active`` again, or ``pending`` (with a new challenge)
