@@ -576,7 +576,6 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
     if dropped:
         model.Session.execute(_DROP, {"ids": dropped})
     if stored:
-        _log_attempts(stored)
         model.Session.execute(_STORE_OUTCOMES, {
             "ids": [m.id for m in stored],
             "statuses": [m.status for m in stored],
@@ -586,6 +585,8 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
                           for m in stored],
             "nexts": [m.next_attempt for m in stored],
             "bodies": [m.body if m.new_body else None for m in stored]})
+        # after the outcomes: their row locks keep the messages there
+        _log_attempts(stored)
     hooks = {m.hook.id: m.hook for m in stored if m.hook is not None}
     # a hook that simply keeps succeeding needs no write every time
     changes = {
@@ -618,12 +619,16 @@ def _record(messages: list[_Message]) -> dict[float, list[str]]:
 # the log of one message keeps its newest ATTEMPTS_KEPT attempts
 ATTEMPTS_KEPT = 50
 RESPONSE_BODY_KEPT = 2048
+# (a message deleted meanwhile, with its hook, gets no log)
 _LOG_ATTEMPTS = sa.text("""
     INSERT INTO webhooks_attempt
         (message_id, at, duration_ms, response_status, error, response_body)
-    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamp[]),
-                         CAST(:durations AS int[]), CAST(:codes AS int[]),
-                         CAST(:errors AS text[]), CAST(:bodies AS text[]))
+    SELECT v.* FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamp[]),
+                           CAST(:durations AS int[]), CAST(:codes AS int[]),
+                           CAST(:errors AS text[]), CAST(:bodies AS text[]))
+        AS v(message_id, at, duration_ms, response_status, error,
+             response_body)
+    JOIN webhooks_delivery d ON d.id = v.message_id
 """)
 _TRIM_ATTEMPTS = sa.text("""
     DELETE FROM webhooks_attempt a

@@ -462,6 +462,29 @@ def test_attempts_go_with_their_message(receiver, run_jobs):
         Attempt.message_id == ping_id).count() == 0
 
 
+def test_a_hook_deleted_during_its_attempt_loses_no_other_outcome(
+        receiver, run_jobs):
+    doomed = create(receiver.url("/doomed"))
+    kept = create(receiver.url("/kept"))
+
+    def delete_the_hook(got):
+        # the receiver's thread has a database session of its own
+        model.Session.query(Hook).filter(Hook.id == doomed).delete()
+        model.Session.commit()
+        model.Session.remove()
+        return Answer(204)
+    receiver.always("/doomed", delete_the_hook)
+    factories.Dataset()
+    run_jobs()
+    assert len(receiver.wait_for(1, "/doomed")) == 1
+    [message] = call("webhook_delivery_list", id=kept)
+    assert message["status"] == "succeeded"
+    [attempt] = call("webhook_delivery_show", id=kept,
+                     delivery_id=message["id"])["attempt_log"]
+    assert attempt["response_status"] == 204
+    assert model.Session.query(Hook).filter(Hook.id == doomed).count() == 0
+
+
 def test_delivery_show_of_another_hooks_or_unknown_message_is_not_found(
         receiver, run_jobs):
     mine = create(receiver.url("/a"))

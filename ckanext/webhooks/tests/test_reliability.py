@@ -411,8 +411,10 @@ def test_unverified_hook_is_removed_after_pending_ttl(receiver, run_jobs):
     run_jobs()
     assert helpers.call_action("webhook_show", id=hook_id)["status"] == \
         "pending"
-    _age(Hook, hook_id, created=datetime.datetime.utcnow()
-         - datetime.timedelta(hours=24, minutes=1))
+    # pending since its challenge (sent when it was created)
+    long_ago = datetime.datetime.utcnow() - datetime.timedelta(hours=24,
+                                                               minutes=1)
+    _age(Hook, hook_id, created=long_ago, last_challenge=long_ago)
     jobs.sweep(grace=0)
     with pytest.raises(tk.ObjectNotFound):
         helpers.call_action("webhook_show", id=hook_id)
