@@ -50,7 +50,10 @@ def _hook_or_404(hook_id: str) -> Hook:
 def _locked(hook: Hook) -> Hook:
     """The hook, re-read and locked until the transaction ends, so two
     requests cannot both pass a limit kept on the hook."""
-    model.Session.refresh(hook, with_for_update=True)
+    try:
+        model.Session.refresh(hook, with_for_update=True)
+    except sa.exc.InvalidRequestError:  # deleted meanwhile
+        raise tk.ObjectNotFound(tk._("Webhook not found"))
     return hook
 
 
@@ -383,13 +386,15 @@ def webhook_update(context, data_dict) -> dict[str, Any]:
     """
     tk.check_access("webhook_update", context, data_dict)
     data = schema.load(schema.HookUpdateSchema, data_dict)
-    hook = _locked(_hook_or_404(data["id"]))
+    hook = _hook_or_404(data["id"])
     user = _caller(context)
     new_address = data["address"] \
         if data.get("address", hook.address) != hook.address else None
     filters = _checked(new_address, data, _caller_and_owner(user, hook))
     if new_address is not None:
         _check_new_address_limits(new_address, user)
+    # locked only now: the checks above may wait for DNS
+    _locked(hook)
 
     topics = schema.topics_of(data)
     if topics is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import (
     EXCLUDE, RAISE, Schema, ValidationError as SchemaError, fields,
-    pre_load, validate, validates, validates_schema,
+    pre_load, validate, validates_schema,
 )
 
 import ckan.plugins.toolkit as tk

@@ -354,7 +354,7 @@ def test_a_new_address_is_pending_until_it_answers_its_own_challenge(
     assert show(hook_id)["status"] == "active"
 
 
-# --- the attempt log and webhook_delivery_show --------------------------------
+# --- the attempt log and webhook_delivery_show -------------------------------
 
 def test_delivery_show_has_the_payload_and_every_attempt(receiver, run_jobs):
     hook_id = create(receiver.url("/log"))
@@ -709,7 +709,7 @@ def test_ping_topic_must_be_an_event_type_the_hook_receives(topic):
     assert call("webhook_delivery_list", id=hook_id) == []
 
 
-# --- a pending hook gets nothing but its challenge (13.1) ---------------------
+# --- a pending hook gets nothing but its challenge (13.1) --------------------
 
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_ping_on_a_pending_hook_sends_the_challenge_again_within_limits(
@@ -812,7 +812,7 @@ def test_a_public_event_shows_once_judged(receiver, run_jobs):
     assert shown["payload"]["data"]["id"] == dataset["id"]
 
 
-# --- input PostgreSQL cannot store (13.6) -------------------------------------
+# --- input PostgreSQL cannot store (13.6) ------------------------------------
 
 def _post(app, action: str, payload: dict, headers=None):
     # json.dumps escapes a lone surrogate as "\ud800", as a client would
@@ -889,7 +889,7 @@ def test_list_offset_beyond_a_bigint_is_a_409_naming_it(app, offset):
     assert largest.json["result"] == []
 
 
-# --- the command line ----------------------------------------------------------
+# --- the command line --------------------------------------------------------
 
 def test_cli_updates_disables_enables_and_recovers(cli, receiver, run_jobs):
     from ckan.cli.cli import ckan
@@ -935,7 +935,7 @@ def test_cli_updates_disables_enables_and_recovers(cli, receiver, run_jobs):
     assert len(receiver.wait_for(2, "/cli")) == 2
 
 
-# --- the pages show hooks with several topics -----------------------------------
+# --- the pages show hooks with several topics --------------------------------
 
 def test_pages_name_every_topic_of_a_hook(app):
     user = factories.User()
