@@ -47,15 +47,29 @@ def _sysadmin_context():
     return {"user": site_user["name"], "ignore_auth": True}
 
 
+def _act(action: str, data: dict):
+    """Call an action as the site user; a refusal ends the command."""
+    try:
+        return tk.get_action(action)(_sysadmin_context(), data)
+    except tk.ObjectNotFound as e:
+        raise click.ClickException(str(e) or "Not found")
+    except tk.ValidationError as e:
+        raise click.ClickException("; ".join(
+            "{}: {}".format(field, " ".join(map(str, messages))
+                            if isinstance(messages, list) else messages)
+            for field, messages in e.error_dict.items()))
+
+
 @webhooks.command(name="list")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 def list_hooks(limit: int, offset: int):
-    """List all hooks (id, status, topic, address)."""
+    """List all hooks (id, status, topics, address)."""
     hooks = tk.get_action("webhook_list")(
         _sysadmin_context(), {"limit": limit, "offset": offset})
     for hook in hooks:
-        click.echo("{id}  {status:8}  {topic:16}  {address}".format(**hook))
+        click.echo("{id}  {status:8}  {topics:16}  {address}".format(
+            **dict(hook, topics=",".join(hook["topics"]))))
     if not hooks:
         click.echo("No hooks.")
 
@@ -64,11 +78,7 @@ def list_hooks(limit: int, offset: int):
 @click.argument("hook_id")
 def show(hook_id: str):
     """Show one hook as JSON."""
-    try:
-        hook = tk.get_action("webhook_show")(_sysadmin_context(),
-                                             {"id": hook_id})
-    except tk.ObjectNotFound:
-        raise click.ClickException("Webhook not found")
+    hook = _act("webhook_show", {"id": hook_id})
     click.echo(json.dumps(hook, indent=2))
 
 
@@ -76,10 +86,7 @@ def show(hook_id: str):
 @click.argument("hook_id")
 def delete(hook_id: str):
     """Delete one hook and its delivery log."""
-    try:
-        tk.get_action("webhook_delete")(_sysadmin_context(), {"id": hook_id})
-    except tk.ObjectNotFound:
-        raise click.ClickException("Webhook not found")
+    _act("webhook_delete", {"id": hook_id})
     click.echo("Deleted " + hook_id)
 
 
@@ -88,11 +95,7 @@ def delete(hook_id: str):
 @click.option("--limit", default=20, show_default=True)
 def deliveries(hook_id: str, limit: int):
     """List a hook's recent deliveries, newest first."""
-    try:
-        rows = tk.get_action("webhook_delivery_list")(
-            _sysadmin_context(), {"id": hook_id, "limit": limit})
-    except tk.ObjectNotFound:
-        raise click.ClickException("Webhook not found")
+    rows = _act("webhook_delivery_list", {"id": hook_id, "limit": limit})
     for row in rows:
         click.echo("{id}  {type:16}  {status:9}  attempts={attempts}  "
                    "http={response_status}  {created}".format(**row))
@@ -105,12 +108,55 @@ def deliveries(hook_id: str, limit: int):
 @click.argument("message_id")
 def redeliver(hook_id: str, message_id: str):
     """Deliver a message again (same message id)."""
-    try:
-        tk.get_action("webhook_redeliver")(
-            _sysadmin_context(), {"id": hook_id, "delivery_id": message_id})
-    except tk.ObjectNotFound as e:
-        raise click.ClickException(str(e) or "Not found")
+    _act("webhook_redeliver", {"id": hook_id, "delivery_id": message_id})
     click.echo("Queued " + message_id)
+
+
+@webhooks.command(context_settings=ID_ARGUMENTS)
+@click.argument("hook_id")
+@click.option("--address", help="A new callback address.")
+@click.option("--topic", "topics", multiple=True,
+              help="The hook's topics from now on (repeat for several).")
+@click.option("--dataset", help='Dataset filter (id or name; "" removes it).')
+@click.option("--organization",
+              help='Organization filter (id or name; "" removes it).')
+@click.option("--group", help='Group filter (id or name; "" removes it).')
+@click.option("--resource", help='Resource filter (id; "" removes it).')
+@click.option("--description", help='What it is for ("" removes it).')
+def update(hook_id: str, topics: tuple, **changes):
+    """Change a hook: address, topics, filters, description."""
+    data = {name: value for name, value in changes.items()
+            if value is not None}
+    if topics:
+        data["topics"] = list(topics)
+    hook = _act("webhook_update", dict(data, id=hook_id))
+    click.echo(json.dumps(hook, indent=2))
+
+
+@webhooks.command(context_settings=ID_ARGUMENTS)
+@click.argument("hook_id")
+def disable(hook_id: str):
+    """Pause a hook: no events, pings or challenges until enabled."""
+    hook = _act("webhook_update", {"id": hook_id, "enabled": False})
+    click.echo("{id} is {status}".format(**hook))
+
+
+@webhooks.command(context_settings=ID_ARGUMENTS)
+@click.argument("hook_id")
+def enable(hook_id: str):
+    """Resume a disabled hook (pending if it was never verified)."""
+    hook = _act("webhook_update", {"id": hook_id, "enabled": True})
+    click.echo("{id} is {status}".format(**hook))
+
+
+@webhooks.command(context_settings=ID_ARGUMENTS)
+@click.argument("hook_id")
+@click.option("--since", required=True,
+              help="ISO 8601 time, e.g. 2026-11-29T22:00:00Z.")
+def recover(hook_id: str, since: str):
+    """Deliver a hook's failed deliveries since a time again."""
+    count = _act("webhook_recover", {"id": hook_id, "since": since})
+    click.echo("Delivering {} failed deliveries again".format(count))
 
 
 @webhooks.command()

@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any, Optional
+import json
+from typing import Any, Iterable, Optional
 
 import sqlalchemy as sa
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from ckanext.webhooks import addresses, jobs, limits, verification
+from ckanext.webhooks import addresses, examples, jobs, limits, verification
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.model import (
-    Delivery, Hook, new_secret, utcnow,
+    Attempt, Delivery, Hook, new_secret, utcnow,
     DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED,
-    STATUS_ACTIVE, STATUS_PENDING,
+    STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
 )
 
 ROTATION_OVERLAP = datetime.timedelta(hours=24)
+# a pending hook's challenge: at most this many times, and on request
+# (webhook_ping) at most once in this interval
+MAX_CHALLENGES = 3
+CHALLENGE_INTERVAL = datetime.timedelta(minutes=10)
+# status_reason of a hook its owner disabled (stored, so not translated)
+DISABLED_BY_OWNER = "disabled by its owner"
 
 
 def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
@@ -40,10 +47,33 @@ def _hook_or_404(hook_id: str) -> Hook:
     return hook
 
 
+def _locked(hook: Hook) -> Hook:
+    """The hook, re-read and locked until the transaction ends, so two
+    requests cannot both pass a limit kept on the hook."""
+    try:
+        model.Session.refresh(hook, with_for_update=True)
+    except sa.exc.InvalidRequestError:  # deleted meanwhile
+        raise tk.ObjectNotFound(tk._("Webhook not found"))
+    return hook
+
+
+def _finish(context) -> None:
+    if not context.get("defer_commit"):
+        model.Session.commit()
+
+
+def _visible():
+    """Messages their hook's owner may know of. A message of an event has
+    a body only once a worker judged that the owner may see the event;
+    until then nothing about it is shown (not even that it exists).
+    Pings, challenges and test deliveries have no event to judge."""
+    return sa.or_(Delivery.body.isnot(None), Delivery.event_id.is_(None))
+
+
 def _statistics(hook_ids: list[str]) -> dict[str, dict[str, int]]:
     rows = model.Session.query(
         Delivery.hook_id, Delivery.status, sa.func.count()
-    ).filter(Delivery.hook_id.in_(hook_ids)) \
+    ).filter(Delivery.hook_id.in_(hook_ids), _visible()) \
         .group_by(Delivery.hook_id, Delivery.status).all()
     stats: dict[str, dict[str, int]] = {
         h: {DELIVERY_PENDING: 0, DELIVERY_SUCCEEDED: 0, DELIVERY_FAILED: 0}
@@ -60,6 +90,7 @@ def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
         "topic": hook.topic,
         "address": hook.address,
         "filters": hook.filters,
+        "description": hook.description,
         "status": hook.status,
         "status_reason": hook.status_reason,
         "secret": hook.secret,
@@ -67,12 +98,17 @@ def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
         if hook.previous_secret_expires
         and hook.previous_secret_expires > utcnow() else None,
         "created": _iso(hook.created),
+        "verified": _iso(hook.verified),
         "owned": hook.owner_id is not None,
         "deliveries": stats,
         "last_success": _iso(hook.last_success),
         "failing_since": _iso(hook.failing_since),
         "consecutive_client_errors": hook.client_errors or 0,
     }
+
+
+def _shown_hook(hook: Hook) -> dict[str, Any]:
+    return _hook_dict(hook, _statistics([hook.id])[hook.id])
 
 
 def _viewer_context(user: Optional[model.User]) -> dict[str, Any]:
@@ -82,15 +118,22 @@ def _viewer_context(user: Optional[model.User]) -> dict[str, Any]:
 
 
 def _resolve_filters(data: dict[str, Any],
-                     user: Optional[model.User]) -> dict[str, str]:
-    """Filter ids from ids or names; unknown and unseeable are refused alike."""
+                     viewers: Iterable[Optional[model.User]]
+                     ) -> dict[str, str]:
+    """Filter ids from ids or names; unknown and unseeable are refused alike.
+
+    Each of ``viewers`` (the caller, and the owner of an existing hook) must
+    be able to see a dataset or resource a filter names.
+    """
     resolved: dict[str, str] = {}
     errors: dict[str, list[str]] = {}
+    viewers = list(viewers)
 
     def can_read_dataset(pkg: model.Package) -> bool:
         try:
-            tk.check_access("package_show", _viewer_context(user),
-                            {"id": pkg.id})
+            for user in viewers:
+                tk.check_access("package_show", _viewer_context(user),
+                                {"id": pkg.id})
             return True
         except tk.NotAuthorized:
             return False
@@ -129,9 +172,40 @@ def _resolve_filters(data: dict[str, Any],
     return resolved
 
 
-def _new_message(hook: Hook, type_: str, data: dict[str, Any]) -> Delivery:
+def _address_refusal(address: str) -> dict[str, list[str]]:
+    refusal = addresses.refusal(address, unresolvable_ok=True)
+    return {"address": [refusal]} if refusal else {}
+
+
+def _checked(address: Optional[str], filters: dict[str, Any],
+             viewers: Iterable[Optional[model.User]]) -> dict[str, str]:
+    """The resolved filters; refuses a bad address and bad filters in one
+    ValidationError."""
+    errors = _address_refusal(address) if address is not None else {}
+    resolved: dict[str, str] = {}
+    try:
+        resolved = _resolve_filters(filters, viewers)
+    except tk.ValidationError as e:
+        errors.update(e.error_dict)
+    if errors:
+        raise tk.ValidationError(errors)
+    return resolved
+
+
+def _check_new_address_limits(address: str,
+                              user: Optional[model.User],
+                              hook_id: Optional[str] = None) -> None:
+    """A new hook, or an existing one given a new address: the cap per
+    address and the creation rate, so an address change is no way around
+    either (a hook moving leaves itself out of the count)."""
+    limits.check_address_cap(address, hook_id=hook_id)
+    limits.check_creation_rate(user)
+
+
+def _new_message(hook: Hook, type_: str, data: dict[str, Any],
+                 test: bool = False) -> Delivery:
     message = Delivery(hook_id=hook.id, type=type_, data=data,
-                       status=DELIVERY_PENDING, attempts=0)
+                       status=DELIVERY_PENDING, attempts=0, test=test)
     model.Session.add(message)
     return message
 
@@ -146,14 +220,66 @@ def _commit_and_deliver(context, message: Delivery) -> None:
     jobs.enqueue_delivery([message.id])
 
 
+def _verify_intent() -> bool:
+    return tk.config.get("ckanext.webhooks.verify_intent")
+
+
+def _call_off(hook: Hook, reason: str) -> None:
+    """Pings and challenges still waiting are not sent (the address changed
+    or the hook was disabled): they would reach an address that did not
+    agree to them, and a successful ping would enable the hook again."""
+    model.Session.query(Delivery).filter(
+        Delivery.hook_id == hook.id, Delivery.status == DELIVERY_PENDING,
+        Delivery.type.in_([jobs.TYPE_PING, jobs.TYPE_VERIFY]),
+    ).update({"status": DELIVERY_FAILED, "error": reason},
+             synchronize_session=False)
+
+
+def _new_challenge(hook: Hook) -> Delivery:
+    """A new verification challenge; one still waiting is superseded."""
+    _call_off(hook, "superseded by a new challenge")
+    hook.challenges_sent = (hook.challenges_sent or 0) + 1
+    hook.last_challenge = utcnow()
+    return _new_message(hook, jobs.TYPE_VERIFY,
+                        {"challenge": verification.challenge_for(hook.id)})
+
+
+def _may_challenge_again(hook: Hook) -> bool:
+    """At most MAX_CHALLENGES in all, at most one per CHALLENGE_INTERVAL."""
+    return (hook.challenges_sent or 0) < MAX_CHALLENGES and (
+        hook.last_challenge is None
+        or hook.last_challenge <= utcnow() - CHALLENGE_INTERVAL)
+
+
+def _latest_challenge(hook: Hook) -> Optional[Delivery]:
+    return model.Session.query(Delivery).filter(
+        Delivery.hook_id == hook.id, Delivery.type == jobs.TYPE_VERIFY,
+    ).order_by(Delivery.created.desc(), Delivery.id.desc()).first()
+
+
+def _not_while_pending() -> tk.ValidationError:
+    return tk.ValidationError({"status": [tk._(
+        "This webhook is waiting for its receiver to answer the "
+        "verification challenge, and gets nothing else until then. "
+        "webhook_ping sends the challenge again (at most once every 10 "
+        "minutes, 3 times in all).")]})
+
+
+def _not_while_disabled() -> tk.ValidationError:
+    return tk.ValidationError({"status": [tk._(
+        "This webhook is disabled; enable it first.")]})
+
+
 def webhook_create(context, data_dict) -> str:
     """Register a webhook. Anyone may, unless the site requires login.
 
     :param topic: what to be told about: ``dataset/create``,
         ``dataset/update``, ``dataset/delete``, ``resource/create``,
         ``resource/update``, ``resource/delete``, ``dataset/*`` or
-        ``resource/*``
+        ``resource/*`` (give ``topic`` or ``topics``)
     :type topic: string
+    :param topics: several of these
+    :type topics: list of strings
     :param address: the http(s) URL that receives the deliveries
     :type address: string
     :param dataset: only events of this dataset and its resources (id or name)
@@ -165,39 +291,39 @@ def webhook_create(context, data_dict) -> str:
     :type group: string, optional
     :param resource: only events of this resource (id)
     :type resource: string, optional
+    :param description: what the hook is for, at most 200 characters
+    :type description: string, optional
 
     :returns: the new hook's id; keep it, it is the only way to manage the hook
     :rtype: string
     """
     tk.check_access("webhook_create", context, data_dict)
     data = schema.load(schema.HookCreateSchema, data_dict)
-    refusal = addresses.refusal(data["address"], unresolvable_ok=True)
-    if refusal:
-        raise tk.ValidationError({"address": [refusal]})
     user = _caller(context)
-    filters = _resolve_filters(data, user)
-    limits.check_address_cap(data["address"])
-    limits.check_creation_rate(user)
+    filters = _checked(data["address"], data, [user])
+    _check_new_address_limits(data["address"], user)
 
-    verify = tk.config.get("ckanext.webhooks.verify_intent")
+    verify = _verify_intent()
     hook = Hook(
-        topics=[data["topic"]], address=data["address"],
+        topics=schema.topics_of(data), address=data["address"],
+        description=data.get("description"),
         owner_id=user.id if user else None,
         status=STATUS_PENDING if verify else STATUS_ACTIVE,
         filter_dataset=filters.get("dataset"),
         filter_organization=filters.get("organization"),
         filter_group=filters.get("group"),
         filter_resource=filters.get("resource"),
-        client_errors=0,
+        client_errors=0, challenges_sent=0,
     )
     model.Session.add(hook)
     model.Session.flush()
     if verify:
-        _commit_and_deliver(context, _new_message(
-            hook, jobs.TYPE_VERIFY,
-            {"challenge": verification.challenge_for(hook.id)}))
-    elif not context.get("defer_commit"):
-        model.Session.commit()
+        _commit_and_deliver(context, _new_challenge(hook))
+    else:
+        # nothing to verify: as good as verified (enabling it again later
+        # makes it active, not pending)
+        hook.verified = hook.created
+        _finish(context)
     return hook.id
 
 
@@ -208,17 +334,135 @@ def webhook_show(context, data_dict) -> dict[str, Any]:
     :param id: the hook's id
     :type id: string
 
-    :returns: the hook: ``id``, ``topic``, ``address``, ``filters``,
-        ``status`` (``pending``, ``active`` or ``disabled``),
-        ``status_reason``, ``secret``, ``created``, and delivery statistics
-        (``deliveries`` counts by status, ``last_success``,
-        ``failing_since``, ``consecutive_client_errors``)
+    :returns: the hook: ``id``, ``topics`` (a list), ``topic`` (the only
+        topic, or null when there are several), ``address``, ``filters``,
+        ``description``, ``status`` (``pending``, ``active`` or
+        ``disabled``), ``status_reason``, ``secret``, ``created``,
+        ``verified``, and delivery statistics (``deliveries`` counts by
+        status, ``last_success``, ``failing_since``,
+        ``consecutive_client_errors``)
     :rtype: dictionary
     """
     tk.check_access("webhook_show", context, data_dict)
     data = schema.load(schema.HookIdSchema, data_dict)
+    return _shown_hook(_hook_or_404(data["id"]))
+
+
+def webhook_update(context, data_dict) -> dict[str, Any]:
+    """Change a webhook; give only what changes.
+
+    A new address makes the hook ``pending`` and sends it a new
+    verification challenge (when the site verifies intent; a hook its
+    owner disabled stays disabled until enabled), and counts against the
+    limits on creating hooks. ``enabled:
+    false`` pauses the hook (``disabled``, "disabled by its owner"):
+    it gets no events, pings or challenges. ``enabled: true`` makes a
+    disabled hook ``active`` again, or ``pending`` (with a new challenge)
+    if its receiver never answered one.
+
+    :param id: the hook's id
+    :type id: string
+    :param address: a new callback address
+    :type address: string, optional
+    :param topic: the hook's only topic from now on (or ``topics``)
+    :type topic: string, optional
+    :param topics: the hook's topics from now on
+    :type topics: list of strings, optional
+    :param dataset: a new dataset filter (id or name); null or "" removes it
+    :type dataset: string, optional
+    :param organization: likewise for the organization filter
+    :type organization: string, optional
+    :param group: likewise for the group filter
+    :type group: string, optional
+    :param resource: likewise for the resource filter (id)
+    :type resource: string, optional
+    :param description: at most 200 characters; null or "" removes it
+    :type description: string, optional
+    :param enabled: false pauses the hook, true resumes it
+    :type enabled: bool, optional
+
+    :returns: the hook, as ``webhook_show`` returns it
+    :rtype: dictionary
+    """
+    tk.check_access("webhook_update", context, data_dict)
+    data = schema.load(schema.HookUpdateSchema, data_dict)
     hook = _hook_or_404(data["id"])
-    return _hook_dict(hook, _statistics([hook.id])[hook.id])
+    user = _caller(context)
+    new_address = data["address"] \
+        if data.get("address", hook.address) != hook.address else None
+    filters = _checked(new_address, data, _caller_and_owner(user, hook))
+    if new_address is not None:
+        _check_new_address_limits(new_address, user, hook.id)
+    # locked only now: the checks above may wait for DNS
+    _locked(hook)
+
+    topics = schema.topics_of(data)
+    if topics is not None:
+        hook.topics = topics
+    for name in schema.FILTERS:
+        if name in data:
+            setattr(hook, "filter_" + name, filters.get(name))
+    if "description" in data:
+        hook.description = data["description"]
+
+    was_pending = hook.status == STATUS_PENDING
+    if new_address is not None:
+        hook.address = new_address
+        if _verify_intent():
+            _address_unverified(hook)
+    if data.get("enabled") is False:
+        _disable_by_owner(hook)
+    elif data.get("enabled") is True and hook.status == STATUS_DISABLED:
+        _enable(hook)
+    if hook.status == STATUS_PENDING and (
+            not was_pending or new_address is not None) \
+            and _may_challenge_again(hook):
+        _commit_and_deliver(context, _new_challenge(hook))
+    else:
+        _finish(context)
+    return _shown_hook(hook)
+
+
+def _caller_and_owner(user: Optional[model.User],
+                      hook: Hook) -> list[Optional[model.User]]:
+    """Who must see what a hook's filters name: the caller, and the owner
+    the hook acts for (an anonymous visitor for a hook made without
+    login)."""
+    if (user.id if user else None) == hook.owner_id:
+        return [user]
+    owner = model.Session.get(model.User, hook.owner_id) \
+        if hook.owner_id else None
+    return [user, owner]
+
+
+def _address_unverified(hook: Hook) -> None:
+    """A new address answers a challenge of its own: the hook is pending
+    (a hook its owner disabled stays disabled until enabled)."""
+    _call_off(hook, "the address changed")
+    hook.verified = None
+    hook.challenges_sent = 0
+    hook.last_challenge = None
+    if hook.status == STATUS_ACTIVE or hook.status == STATUS_DISABLED \
+            and hook.status_reason != DISABLED_BY_OWNER:
+        hook.status, hook.status_reason = STATUS_PENDING, None
+
+
+def _disable_by_owner(hook: Hook) -> None:
+    _call_off(hook, "the webhook was disabled")
+    hook.status, hook.status_reason = STATUS_DISABLED, DISABLED_BY_OWNER
+
+
+def _enable(hook: Hook) -> None:
+    """Active again, or pending when its receiver never answered a
+    challenge."""
+    if _verify_intent() and hook.verified is None:
+        hook.status, hook.status_reason = STATUS_PENDING, None
+        return
+    hook.status, hook.status_reason = STATUS_ACTIVE, None
+    # a fresh start: the failures that disabled it are history
+    hook.failing_since = None
+    hook.consecutive_failures = 0
+    hook.circuit_until = None
 
 
 def webhook_delete(context, data_dict) -> None:
@@ -231,8 +475,7 @@ def webhook_delete(context, data_dict) -> None:
     data = schema.load(schema.HookIdSchema, data_dict)
     hook = _hook_or_404(data["id"])
     model.Session.delete(hook)
-    if not context.get("defer_commit"):
-        model.Session.commit()
+    _finish(context)
 
 
 @tk.side_effect_free
@@ -265,50 +508,76 @@ def webhook_list(context, data_dict) -> list[dict[str, Any]]:
 
 
 def webhook_ping(context, data_dict) -> str:
-    """Send a ``webhook/ping`` delivery (``data`` is ``{}``) to the hook.
+    """Send a ``webhook/ping`` delivery (``data`` is ``{}``), or with
+    ``topic`` a test delivery of that type: an example ``data`` (a real
+    public dataset, resource, organization or group, or a made-up one) and
+    ``"test": true`` in the body.
 
-    A successful ping re-enables a disabled hook.
+    A successful ping re-enables a hook disabled because its deliveries
+    kept failing. A hook its owner disabled gets no pings; enable it first.
+
+    On a ``pending`` hook it sends the verification challenge again
+    instead, at most once every 10 minutes and 3 times in all; otherwise it
+    sends nothing and returns the latest challenge's message id.
 
     :param id: the hook's id
     :type id: string
+    :param topic: an event type the hook receives, e.g. ``dataset/update``
+    :type topic: string, optional
 
-    :returns: the message id of the ping
+    :returns: the message id of the ping, test delivery or challenge
     :rtype: string
     """
     tk.check_access("webhook_ping", context, data_dict)
-    data = schema.load(schema.HookIdSchema, data_dict)
+    data = schema.load(schema.PingSchema, data_dict)
     hook = _hook_or_404(data["id"])
-    message = _new_message(hook, jobs.TYPE_PING, {})
+    if hook.status == STATUS_PENDING:
+        return _challenge_again(context, _locked(hook))
+    if hook.status == STATUS_DISABLED and \
+            hook.status_reason == DISABLED_BY_OWNER:
+        raise _not_while_disabled()
+    topic = data["topic"]
+    if topic is None:
+        message = _new_message(hook, jobs.TYPE_PING, {})
+    else:
+        if schema.is_wildcard(topic) or not schema.matches(hook.topics,
+                                                           topic):
+            raise tk.ValidationError({"topic": [tk._(
+                "Choose an event type this webhook receives: {0}").format(
+                ", ".join(_received_types(hook.topics)))]})
+        if hook.status != STATUS_ACTIVE:
+            raise _not_while_disabled()
+        message = _new_message(hook, topic,
+                               examples.example_data(topic, hook), test=True)
     _commit_and_deliver(context, message)
     return message.id
 
 
-@tk.side_effect_free
-def webhook_delivery_list(context, data_dict) -> list[dict[str, Any]]:
-    """Recent deliveries of a hook, newest first.
+def _received_types(topics: list[str]) -> list[str]:
+    return [t for t in schema.TOPICS if not schema.is_wildcard(t)
+            and schema.matches(topics, t)]
 
-    :param id: the hook's id
-    :type id: string
-    :param limit: at most this many (default 20, at most 100)
-    :type limit: int, optional
 
-    :returns: deliveries: ``id`` (the message id, sent as ``webhook-id``),
-        ``type``, ``status`` (``pending``, ``succeeded`` or ``failed``),
-        ``attempts``, ``response_status``, ``error``, ``duration_ms``,
-        ``created``, ``last_attempt``, ``next_attempt``
-    :rtype: list of dictionaries
-    """
-    tk.check_access("webhook_delivery_list", context, data_dict)
-    data = schema.load(schema.DeliveryListSchema, data_dict)
-    hook = _hook_or_404(data["id"])
-    messages = model.Session.query(Delivery) \
-        .filter(Delivery.hook_id == hook.id) \
-        .order_by(Delivery.created.desc(), Delivery.id) \
-        .limit(data["limit"]).all()
-    return [{
+def _challenge_again(context, hook: Hook) -> str:
+    """webhook_ping on a pending hook: the challenge, if it may go again."""
+    if _may_challenge_again(hook):
+        message = _new_challenge(hook)
+        _commit_and_deliver(context, message)
+        return message.id
+    latest = _latest_challenge(hook)
+    _finish(context)
+    if latest is None:
+        raise tk.ValidationError({"status": [tk._(
+            "This webhook has had all its verification challenges.")]})
+    return latest.id
+
+
+def _delivery_dict(m: Delivery) -> dict[str, Any]:
+    return {
         "id": m.id,
         "type": m.type,
         "status": m.status,
+        "test": bool(m.test),
         "attempts": m.attempts,
         "response_status": m.response_status,
         "error": m.error,
@@ -317,11 +586,100 @@ def webhook_delivery_list(context, data_dict) -> list[dict[str, Any]]:
         "last_attempt": _iso(m.last_attempt),
         "next_attempt": _iso(m.next_attempt)
         if m.status == DELIVERY_PENDING else None,
-    } for m in messages]
+    }
+
+
+@tk.side_effect_free
+def webhook_delivery_list(context, data_dict) -> list[dict[str, Any]]:
+    """Recent deliveries of a hook, newest first.
+
+    Messages of events show up once a worker has judged that the hook's
+    owner may see the event (at its first attempt).
+
+    :param id: the hook's id
+    :type id: string
+    :param limit: at most this many (default 20, at most 100)
+    :type limit: int, optional
+
+    :returns: deliveries: ``id`` (the message id, sent as ``webhook-id``),
+        ``type``, ``status`` (``pending``, ``succeeded`` or ``failed``),
+        ``test``, ``attempts``, ``response_status``, ``error``,
+        ``duration_ms``, ``created``, ``last_attempt``, ``next_attempt``
+    :rtype: list of dictionaries
+    """
+    tk.check_access("webhook_delivery_list", context, data_dict)
+    data = schema.load(schema.DeliveryListSchema, data_dict)
+    hook = _hook_or_404(data["id"])
+    messages = model.Session.query(Delivery) \
+        .filter(Delivery.hook_id == hook.id, _visible()) \
+        .order_by(Delivery.created.desc(), Delivery.id) \
+        .limit(data["limit"]).all()
+    return [_delivery_dict(m) for m in messages]
+
+
+def _message_or_404(hook: Hook, message_id: str) -> Delivery:
+    message = model.Session.query(Delivery).filter(
+        Delivery.id == message_id, Delivery.hook_id == hook.id,
+        _visible()).one_or_none()
+    if message is None:
+        raise tk.ObjectNotFound(tk._("Delivery not found"))
+    return message
+
+
+@tk.side_effect_free
+def webhook_delivery_show(context, data_dict) -> dict[str, Any]:
+    """One delivery of a hook, with its payload and every attempt.
+
+    :param id: the hook's id
+    :type id: string
+    :param delivery_id: the message id
+    :type delivery_id: string
+
+    :returns: the fields of ``webhook_delivery_list``, ``payload`` (the body
+        as last sent, parsed; null before the first attempt) and
+        ``attempt_log``: every attempt (at most the latest 50), oldest
+        first, each with ``at``, ``duration_ms``, ``response_status``,
+        ``error`` and, while the hook is ``active``, ``response_body`` (the
+        first 2,048 characters of the answer, as text)
+    :rtype: dictionary
+    """
+    tk.check_access("webhook_delivery_show", context, data_dict)
+    data = schema.load(schema.DeliverySchema, data_dict)
+    hook = _hook_or_404(data["id"])
+    message = _message_or_404(hook, data["delivery_id"])
+    active = hook.status == STATUS_ACTIVE
+    attempts = model.Session.query(Attempt).filter(
+        Attempt.message_id == message.id).order_by(Attempt.id).all()
+    return dict(
+        _delivery_dict(message),
+        payload=json.loads(message.body) if message.body else None,
+        attempt_log=[{
+            "at": _iso(a.at),
+            "duration_ms": a.duration_ms,
+            "response_status": a.response_status,
+            "error": a.error,
+            "response_body": a.response_body if active else None,
+        } for a in attempts])
+
+
+def _only_for_active(hook: Hook) -> None:
+    if hook.status == STATUS_PENDING:
+        raise _not_while_pending()
+    if hook.status != STATUS_ACTIVE:
+        raise _not_while_disabled()
+
+
+def _attempt_now(ids: list[str]) -> None:
+    """These messages are due now (a message being attempted right now
+    keeps its lease: that attempt's outcome stands)."""
+    model.Session.query(Delivery).filter(Delivery.id.in_(ids)).update(
+        {"status": DELIVERY_PENDING, "next_attempt": utcnow()},
+        synchronize_session=False)
 
 
 def webhook_redeliver(context, data_dict) -> str:
-    """Deliver a message of this hook again, with the same message id.
+    """Deliver a message of this hook again, with the same message id; a
+    pending one is attempted now ("retry now"). Only for ``active`` hooks.
 
     :param id: the hook's id
     :type id: string
@@ -332,16 +690,62 @@ def webhook_redeliver(context, data_dict) -> str:
     :rtype: string
     """
     tk.check_access("webhook_redeliver", context, data_dict)
-    data = schema.load(schema.RedeliverSchema, data_dict)
+    data = schema.load(schema.DeliverySchema, data_dict)
     hook = _hook_or_404(data["id"])
-    message = model.Session.get(Delivery, data["delivery_id"])
-    if message is None or message.hook_id != hook.id:
-        raise tk.ObjectNotFound(tk._("Delivery not found"))
-    message.status = DELIVERY_PENDING
-    message.next_attempt = utcnow()
-    message.lease_until = None
+    message = _message_or_404(hook, data["delivery_id"])
+    _only_for_active(hook)
+    _attempt_now([message.id])
     _commit_and_deliver(context, message)
     return message.id
+
+
+def webhook_recover(context, data_dict) -> int:
+    """Deliver every failed delivery since a time again, oldest first, with
+    the same message ids. Only for ``active`` hooks, and once per hook per
+    ``ckanext.webhooks.recover_interval`` seconds.
+
+    Access is judged again at each attempt, as always: a message of an
+    event the owner may no longer see is not sent.
+
+    :param id: the hook's id
+    :type id: string
+    :param since: an ISO 8601 time (UTC when it has no offset)
+    :type since: string
+
+    :returns: how many deliveries are delivered again
+    :rtype: int
+    """
+    tk.check_access("webhook_recover", context, data_dict)
+    data = schema.load(schema.RecoverSchema, data_dict)
+    hook = _locked(_hook_or_404(data["id"]))
+    _only_for_active(hook)
+    now = utcnow()
+    interval = datetime.timedelta(
+        seconds=tk.config.get("ckanext.webhooks.recover_interval"))
+    if hook.last_recover is not None and hook.last_recover > now - interval:
+        minutes = max(1, int(
+            (hook.last_recover + interval - now).total_seconds() // 60))
+        _finish(context)
+        raise tk.ValidationError({"rate_limit": [tk._(
+            "Failed deliveries of this webhook were recovered a moment "
+            "ago; try again in {0} minutes").format(minutes)]})
+    failed = model.Session.query(
+        Delivery.id, _visible().label("visible")).filter(
+        Delivery.hook_id == hook.id, Delivery.status == DELIVERY_FAILED,
+        Delivery.type != jobs.TYPE_VERIFY, Delivery.created >= data["since"],
+    ).order_by(Delivery.created, Delivery.id).all()
+    ids = [row.id for row in failed]
+    if ids:
+        _attempt_now(ids)
+        hook.last_recover = now
+    model.Session.flush()
+    if not context.get("defer_commit"):
+        model.Session.commit()
+        if ids:
+            jobs.enqueue_delivery(ids)
+    # messages not yet judged for access go again too, uncounted: the
+    # count must not tell of events the owner may not see
+    return sum(1 for row in failed if row.visible)
 
 
 def webhook_rotate_secret(context, data_dict) -> str:
@@ -362,6 +766,5 @@ def webhook_rotate_secret(context, data_dict) -> str:
     hook.previous_secret = hook.secret
     hook.previous_secret_expires = utcnow() + ROTATION_OVERLAP
     hook.secret = new_secret()
-    if not context.get("defer_commit"):
-        model.Session.commit()
+    _finish(context)
     return hook.secret

@@ -29,6 +29,11 @@ def webhook_show(context, data_dict):
 
 
 @tk.auth_allow_anonymous_access
+def webhook_update(context, data_dict):
+    return {"success": True}
+
+
+@tk.auth_allow_anonymous_access
 def webhook_delete(context, data_dict):
     return {"success": True}
 
@@ -44,7 +49,17 @@ def webhook_delivery_list(context, data_dict):
 
 
 @tk.auth_allow_anonymous_access
+def webhook_delivery_show(context, data_dict):
+    return {"success": True}
+
+
+@tk.auth_allow_anonymous_access
 def webhook_redeliver(context, data_dict):
+    return {"success": True}
+
+
+@tk.auth_allow_anonymous_access
+def webhook_recover(context, data_dict):
     return {"success": True}
 
 

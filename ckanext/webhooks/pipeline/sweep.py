@@ -37,9 +37,11 @@ def sweep() -> dict[str, int]:
         return counts
 
     pending_ttl = tk.config.get("ckanext.webhooks.pending_ttl")
+    # a hook is pending since its latest challenge (a new address)
     counts["unverified"] = session.query(Hook).filter(
         Hook.status == STATUS_PENDING,
-        Hook.created < now - datetime.timedelta(seconds=pending_ttl),
+        sa.func.coalesce(Hook.last_challenge, Hook.created)
+        < now - datetime.timedelta(seconds=pending_ttl),
     ).delete(synchronize_session=False)
 
     disable_after = tk.config.get("ckanext.webhooks.disable_after")

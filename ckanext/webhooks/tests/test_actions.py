@@ -509,6 +509,7 @@ def test_hook_not_verified_within_24_hours_is_removed(receiver, run_jobs):
     fresh = create_hook(address=receiver.url("/silent"))
     row = model.Session.get(Hook, stale)
     row.created -= datetime.timedelta(hours=24, minutes=1)
+    row.last_challenge -= datetime.timedelta(hours=24, minutes=1)
     model.Session.commit()
     run_jobs()
     with pytest.raises(logic.NotFound):
