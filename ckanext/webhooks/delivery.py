@@ -268,14 +268,17 @@ def to_json(value: Any) -> str:
 
 
 def compose_body(message_id: str, type_: str, timestamp: str, hook_id: str,
-                 data_json: str) -> str:
-    """The body around ``data`` already in JSON (``to_json``): one event's
-    data is serialised once for all its messages. The same text as
-    ``to_json`` of the whole body would give."""
-    return '{"id":%s,"type":%s,"timestamp":%s,"hook_id":%s,"site_url":%s,' \
-        '"data":%s}' % (to_json(message_id), to_json(type_),
-                        to_json(timestamp), to_json(hook_id),
-                        _site_url_json(), data_json)
+                 data_json: str, changes_json: Optional[str] = None) -> str:
+    """The body around ``data`` (and an update's ``changes``) already in
+    JSON (``to_json``): one event's data is serialised once for all its
+    messages. The same text as ``to_json`` of the whole body would give."""
+    body = '{"id":%s,"type":%s,"timestamp":%s,"hook_id":%s,"site_url":%s,' \
+        '"data":%s' % (to_json(message_id), to_json(type_),
+                       to_json(timestamp), to_json(hook_id),
+                       _site_url_json(), data_json)
+    if changes_json is not None:
+        body += ',"changes":' + changes_json
+    return body + "}"
 
 
 def _site_url_json() -> str:

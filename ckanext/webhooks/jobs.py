@@ -124,7 +124,7 @@ _MATCHING_INSERT = sa.text("""
       AND (h.filter_organization IS NULL
            OR h.filter_organization = :organization_id)
       AND (h.filter_group IS NULL
-           OR (:is_dataset AND h.filter_group = ANY(:group_ids)))
+           OR (:group_filtered AND h.filter_group = ANY(:group_ids)))
       AND (h.filter_resource IS NULL OR h.filter_resource = :resource_id)
       AND (NOT :restricted OR h.owner_id IS NOT NULL)
     ON CONFLICT (event_id, hook_id) DO NOTHING
@@ -132,16 +132,21 @@ _MATCHING_INSERT = sa.text("""
 
 
 def create_messages(event: Event) -> int:
-    """One pending message for each hook matching ``event`` (idempotent)."""
-    is_dataset = event.topic.startswith("dataset/")
+    """One pending message for each hook matching ``event`` (idempotent).
+
+    An organization filter matches the event's organization (an
+    organization event's is itself); a group filter its groups, for
+    dataset and group topics only; a dataset filter its dataset (none for
+    organization and group events); a resource filter resource events."""
+    kind = event.topic.split("/")[0]
     result = model.Session.execute(_MATCHING_INSERT, {
         "event_id": event.id, "topic": event.topic,
         "wildcard": event.topic.split("/")[0] + "/*",
         "package_id": event.package_id,
         "organization_id": event.organization_id,
-        "is_dataset": is_dataset,
+        "group_filtered": kind in ("dataset", "group"),
         "group_ids": list(event.group_ids or []),
-        "resource_id": None if is_dataset else event.entity_id,
+        "resource_id": event.entity_id if kind == "resource" else None,
         "restricted": bool(event.restricted),
         "event_created": event.created,
         "now": utcnow(),
@@ -261,6 +266,7 @@ class _JobCache:
         self.events: dict[str, Optional[Event]] = {}
         self.viewers: dict[Optional[str], access.Viewer] = {}
         self.data: dict[tuple, Optional[str]] = {}
+        self.changes: dict[tuple, Optional[str]] = {}
         self.timestamps: dict[str, str] = {}
 
     def timestamp(self, event: Event) -> str:
@@ -283,7 +289,22 @@ class _JobCache:
                 self.viewers[owner_id] = access.Viewer(owner_id)
             data = access.event_data(event, self.viewers[owner_id])
             self.data[key] = None if data is None else delivery.to_json(data)
+            self.changes[key] = None if data is None else _changes_json(
+                event, self.viewers[owner_id], data)
         return self.data[key]
+
+    def changes_json(self, event: Event, owner_id: Optional[str]
+                     ) -> Optional[str]:
+        """The ``changes`` that go with ``data_json`` (call that first)."""
+        return self.changes.get((event.id, owner_id))
+
+
+def _changes_json(event: Event, viewer: access.Viewer,
+                  data: dict[str, Any]) -> Optional[str]:
+    """An update's ``changes`` as this viewer may see them, as JSON; None
+    when the body carries none."""
+    changes = access.event_changes(event, viewer, data)
+    return None if changes is None else delivery.to_json(changes)
 
 
 def _lease_seconds() -> float:
@@ -357,7 +378,8 @@ def _plan(messages: list[_Message], cache: _JobCache) -> list[_Message]:
             if message.body is None:
                 message.body = delivery.compose_body(
                     message.id, message.type, cache.timestamp(event),
-                    hook.id, data_json)
+                    hook.id, data_json,
+                    cache.changes_json(event, hook.owner_id))
                 message.new_body = True
         elif message.body is None:
             message.body = delivery.compose_body(
