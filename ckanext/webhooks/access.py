@@ -229,6 +229,19 @@ def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
     return None
 
 
+def sight(event: Event, viewer: Viewer) -> tuple[bool, bool]:
+    """Whether ``viewer`` could see the entity before the event's change,
+    and as the change left it. With what they may see now, this decides
+    their ``data`` and ``changes``: owners alike in both may share them."""
+    if is_group_event(event):
+        snapshot = event.snapshot
+        return (viewer.could_see_group(snapshot),
+                viewer.could_see_group(_as_left(snapshot, _GROUP_JUDGED)))
+    snapshot = _dataset_snapshot(event)
+    return (viewer.could_see(snapshot),
+            viewer.could_see(_as_left(snapshot, _DATASET_JUDGED)))
+
+
 def event_changes(event: Event, viewer: Viewer,
                   data: Optional[dict[str, Any]]
                   ) -> Optional[dict[str, Any]]:

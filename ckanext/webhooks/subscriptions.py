@@ -250,30 +250,35 @@ _DATASET_JUDGED = ("name", "title", "type", "owner_org", "private", "state")
 _GROUP_JUDGED = ("name", "title", "state")
 
 
+def _with_was(obj: Any, snapshot: dict[str, Any],
+              judged: tuple[str, ...]) -> dict[str, Any]:
+    # only attributes set since the last flush can differ from now
+    changed = sa_inspect(obj).committed_state
+    for column in judged:
+        snapshot["was_" + column] = _previous(obj, column) \
+            if column in changed else snapshot[column]
+    return snapshot
+
+
 def _dataset_snapshot(pkg: model.Package) -> dict[str, Any]:
     """The dataset now, and (``was_``) as it was before this flush."""
-    snapshot = {
+    snapshot = _with_was(pkg, {
         "id": pkg.id, "name": pkg.name, "title": pkg.title,
         "type": pkg.type, "owner_org": pkg.owner_org,
         "private": bool(pkg.private), "state": pkg.state,
         "creator_user_id": pkg.creator_user_id,
-    }
-    for column in _DATASET_JUDGED:
-        snapshot["was_" + column] = _previous(pkg, column)
+    }, _DATASET_JUDGED)
     snapshot["was_private"] = bool(snapshot["was_private"])
     return snapshot
 
 
 def _group_snapshot(group: model.Group) -> dict[str, Any]:
     """The organization or group now, and (``was_``) before this flush."""
-    snapshot = {
+    return _with_was(group, {
         "id": group.id, "name": group.name, "title": group.title,
         "type": group.type, "is_organization": bool(group.is_organization),
         "state": group.state,
-    }
-    for column in _GROUP_JUDGED:
-        snapshot["was_" + column] = _previous(group, column)
-    return snapshot
+    }, _GROUP_JUDGED)
 
 
 def _note(changes: dict, key: tuple, kind: str,
@@ -338,7 +343,7 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
             if kind == "update" and _previous(obj, "state") == "draft" \
                     and obj.state == "active":
                 kind = "create"  # a draft completed: announced now
-            _note(changes, ("dataset", obj.id), kind,
+            _note(changes, ("dataset", obj.id), kind, obj=obj,
                   significant=bool(columns - _DATASET_BOOKKEEPING),
                   snapshot=_dataset_snapshot(obj),
                   before=_dataset_before(obj, columns)
@@ -350,7 +355,7 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
             kind = _kind_of_edit(obj)
             if kind is None:
                 continue
-            _note(changes, ("resource", obj.id), kind,
+            _note(changes, ("resource", obj.id), kind, obj=obj,
                   package_id=obj.package_id, name=obj.name,
                   before=_resource_before(obj, columns)
                   if kind == "update" else None)
@@ -402,17 +407,22 @@ def _collect_changes(session: Any, flush_context: Any) -> None:
               snapshot=None, before=before)
 
 
-def _altered(kind: str, entity_id: str,
-             before: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The fields of ``before`` whose value the transaction left changed
-    (a field changed and changed back is not news)."""
+_COLUMNS = {"dataset": frozenset(model.package_table.c.keys()),
+            "resource": frozenset(model.resource_table.c.keys())}
+
+
+def _altered(kind: str, change: dict[str, Any],
+             entity_id: str) -> Optional[dict[str, Any]]:
+    """The fields of the change's ``before`` whose value the transaction
+    left changed (a field changed and changed back is not news)."""
+    before = change.get("before")
     if not before:
         return None
-    entity = model.Package if kind == "dataset" else model.Resource
-    obj = model.Session.get(entity, entity_id)
+    obj = change.get("obj") or model.Session.get(
+        model.Package if kind == "dataset" else model.Resource, entity_id)
     if obj is None:
         return None
-    columns = sa_inspect(obj).mapper.column_attrs
+    columns = _COLUMNS[kind]
     altered = {}
     for field, value in before.items():
         if kind == "dataset" and field in _LIST_ROWS and field not in columns:
@@ -512,8 +522,7 @@ def _events_for(changes: dict) -> list[dict[str, Any]]:
             restricted = snap["private"] or snap["state"] != "active"
         events.append(_event(
             "dataset/" + kind, dataset_id, dataset_id, snap["owner_org"],
-            restricted, snap, changes=_altered(
-                "dataset", dataset_id, change["before"])
+            restricted, snap, changes=_altered("dataset", change, dataset_id)
             if kind == "update" else None))
 
     for resource_id, change in resources.items():
@@ -529,7 +538,7 @@ def _events_for(changes: dict) -> list[dict[str, Any]]:
             snap["owner_org"], restricted,
             {"id": resource_id, "package_id": change["package_id"],
              "name": change.get("name"), "dataset": snap},
-            changes=_altered("resource", resource_id, change["before"])
+            changes=_altered("resource", change, resource_id)
             if change["kind"] == "update" else None))
 
     return events + _group_events(groups)

@@ -12,6 +12,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
+from ckanext.webhooks import access
 from ckanext.webhooks.model import Event
 
 OWNERS = ("anonymous", "member", "outsider", "sysadmin")
@@ -512,3 +513,31 @@ def test_deletion_record_of_a_renamed_and_deleted_organization(
     assert anonymous.json["data"]["title"] == "Before"
     [admin] = receiver.wait_for(1, "/sysadmin")
     assert admin.json["data"]["title"] == "After"
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_sight_tells_apart_owners_whose_changes_or_records_differ():
+    """Owners alike in what they may see now can differ in what they could
+    see before the change (``changes``) or as it left it (deletion
+    records); ``access.sight`` says so, for sharing payloads safely."""
+    member, outsider = factories.User(), factories.User()
+    org = factories.Organization(users=[{"name": member["name"],
+                                         "capacity": "member"}])
+    dataset = factories.Dataset(owner_org=org["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    other = factories.Dataset(owner_org=org["id"])
+    helpers.call_action("package_patch", id=other["id"], private=True,
+                        state="deleted")
+    events = {e.entity_id: e for e in model.Session.query(Event).filter(
+        Event.topic.in_(["dataset/update", "dataset/delete"]))}
+    viewers = {name: access.Viewer(user["id"])
+               for name, user in (("member", member),
+                                  ("outsider", outsider))}
+    made_public, hidden_and_deleted = events[dataset["id"]], \
+        events[other["id"]]
+    assert access.sight(made_public, viewers["member"]) == (True, True)
+    assert access.sight(made_public, viewers["outsider"]) == (False, True)
+    assert access.sight(hidden_and_deleted, viewers["member"]) == (
+        True, True)
+    assert access.sight(hidden_and_deleted, viewers["outsider"]) == (
+        True, False)

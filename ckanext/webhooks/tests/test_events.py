@@ -801,3 +801,17 @@ def test_filters_on_organization_and_group_events(receiver, run_jobs):
     for name in ("org-on-groups", "group-on-orgs", "dataset-on-orgs",
                  "resource-on-groups"):
         assert receiver.on("/" + name) == [], name
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_deleting_a_group_is_an_update_of_its_datasets(receiver, run_jobs):
+    group = factories.Group()
+    dataset = factories.Dataset(groups=[{"id": group["id"]}])
+    secret = _hook(receiver, "/u", "dataset/update")
+    helpers.call_action("group_delete", id=group["id"])
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    assert body["data"]["id"] == dataset["id"]
+    assert body["data"]["groups"] == []
+    assert [g["id"] for g in body["changes"]["groups"]["from"]] == [
+        group["id"]]
