@@ -17,6 +17,7 @@ import re
 
 import pytest
 
+import ckan
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks import views
@@ -27,6 +28,8 @@ SITE_URL = "https://data.example.org"
 MESSAGE_TYPES = ("webhook/verify", "webhook/ping")
 
 _TITLE = re.compile(r"^``([a-z]+/[a-z*]+)``$")
+# CKAN versions differ in what package_show, organization_show... return
+_MADE_WITH = re.compile(r"made with CKAN (\d+\.\d+\.\d+)")
 
 
 def _examples(text: str) -> dict[str, tuple[int, int, str]]:
@@ -134,7 +137,8 @@ def _verify_body(receiver, run_jobs) -> dict:
 
 
 def _write(examples, bodies) -> None:
-    lines = DOC.read_text().split("\n")
+    lines = _MADE_WITH.sub("made with CKAN " + ckan.__version__,
+                           DOC.read_text()).split("\n")
     # from the end, so the line numbers of earlier blocks stay right
     for kind, (start, end, _) in sorted(examples.items(),
                                         key=lambda item: -item[1][0]):
@@ -147,7 +151,9 @@ def _write(examples, bodies) -> None:
 @pytest.mark.ckan_config("ckan.site_url", SITE_URL)
 def test_the_catalogue_shows_every_type_as_it_is_delivered(
         receiver, run_jobs, ckan_config, monkeypatch):
-    examples = _examples(DOC.read_text())
+    text = DOC.read_text()
+    examples = _examples(text)
+    made_with = _MADE_WITH.search(text).group(1)
     types = [t for t in schema.TOPICS if not t.endswith("*")]
     assert sorted(examples) == sorted(types + list(MESSAGE_TYPES))
 
@@ -160,11 +166,15 @@ def test_the_catalogue_shows_every_type_as_it_is_delivered(
         _write(examples, bodies)
         pytest.skip("docs/events.rst written from real deliveries")
 
-    for kind, (_, _, text) in examples.items():
-        example, real = json.loads(text), bodies[kind]
+    for kind, (_, _, block) in examples.items():
+        example, real = json.loads(block), bodies[kind]
         assert example["type"] == kind
         assert list(example) == list(real), kind
-        assert set(example["data"]) == set(real["data"]), kind
+        # our own records always; what CKAN's show actions return on the
+        # CKAN version the examples were made with
+        ours = kind.endswith("/delete") or kind.startswith("webhook/")
+        if ours or ckan.__version__ == made_with:
+            assert set(example["data"]) == set(real["data"]), kind
         if "changes" in real:
             assert set(example["changes"]) == set(real["changes"]), kind
             for field, change in example["changes"].items():

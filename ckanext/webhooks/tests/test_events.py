@@ -597,12 +597,12 @@ def test_a_field_changed_and_changed_back_in_one_transaction_is_no_change(
     dataset = factories.Dataset(title="Kept", notes="Old notes")
     secret = _hook(receiver, "/u", "dataset/update")
     model.Session.remove()
-    context = {"user": helpers.call_action("get_site_user")["name"],
-               "defer_commit": True}
-    helpers.call_action("package_patch", context=dict(context),
-                        id=dataset["id"], title="Temporary")
-    helpers.call_action("package_patch", context=dict(context),
-                        id=dataset["id"], title="Kept", notes="New notes")
+    # one transaction, two flushes (as a plugin writing through the ORM)
+    pkg = model.Package.get(dataset["id"])
+    pkg.title = "Temporary"
+    model.Session.flush()
+    pkg.title = "Kept"
+    pkg.notes = "New notes"
     model.Session.commit()
     run_jobs()
     [body] = _bodies(receiver, "/u", secret, 1)
