@@ -31,6 +31,14 @@ def _topic_labels() -> dict[str, str]:
         "resource/update": tk._("A resource is updated"),
         "resource/delete": tk._("A resource is deleted"),
         "resource/*": tk._("Anything happens to a resource"),
+        "organization/create": tk._("An organization is created"),
+        "organization/update": tk._("An organization is updated"),
+        "organization/delete": tk._("An organization is deleted"),
+        "organization/*": tk._("Anything happens to an organization"),
+        "group/create": tk._("A group is created"),
+        "group/update": tk._("A group is updated"),
+        "group/delete": tk._("A group is deleted"),
+        "group/*": tk._("Anything happens to a group"),
     }
 
 

@@ -20,6 +20,9 @@ from ckanext.webhooks import addresses
 TOPICS = (
     "dataset/create", "dataset/update", "dataset/delete", "dataset/*",
     "resource/create", "resource/update", "resource/delete", "resource/*",
+    "organization/create", "organization/update", "organization/delete",
+    "organization/*",
+    "group/create", "group/update", "group/delete", "group/*",
 )
 
 FILTERS = ("dataset", "organization", "group", "resource")

@@ -50,6 +50,7 @@ class Views:
         self.viewers: dict[Optional[str], access.Viewer] = {}
         self.labels: dict[str, Optional[frozenset]] = {}
         self.data: dict[tuple, Optional[str]] = {}
+        self.changes: dict[tuple, Optional[str]] = {}
         self.views_computed = 0
 
     def event(self, event_id: str) -> Optional[Event]:
@@ -82,21 +83,25 @@ class Views:
         if viewer.user.sysadmin:
             return ("sysadmin",)
         labels = self._dataset_labels(event.package_id)
-        then = viewer.could_see(access.at_event_time(event))
         now = None if labels is None else frozenset(viewer.labels() & labels)
-        return ("user", then, now)
+        # what they could see before the change and as it left it
+        return ("user", access.sight(event, viewer), now)
 
-    def data_json(self, event: Event, owner_id: Optional[str]
-                  ) -> Optional[str]:
-        """The event's ``data`` as this owner may see it, as JSON; None when
-        they may not see it (now)."""
+    def payload(self, event: Event, owner_id: Optional[str]
+                ) -> tuple[Optional[str], Optional[str]]:
+        """The event's ``data`` and ``changes`` as this owner may see them,
+        as JSON; ``data`` is None when they may not see the event (now)."""
         viewer = self.viewer(owner_id)
         key = (event.id, self._view(event, viewer))
         if key not in self.data:
             self.views_computed += 1
             data = access.event_data(event, viewer)
+            changes = None if data is None else access.event_changes(
+                event, viewer, data)
             self.data[key] = None if data is None else bodies.to_json(data)
-        return self.data[key]
+            self.changes[key] = None if changes is None \
+                else bodies.to_json(changes)
+        return self.data[key], self.changes[key]
 
 
 def _hooks(messages: list[Message]) -> dict[str, Any]:
@@ -132,8 +137,8 @@ def _decide(message: Message, hook: Any, views: Views) -> None:
 
     if message.event_id:
         event = views.event(message.event_id)
-        data_json = None if event is None else views.data_json(
-            event, hook.owner_id)
+        data_json, changes_json = (None, None) if event is None \
+            else views.payload(event, hook.owner_id)
         if data_json is None:  # not for this owner (any more)
             message.state = "drop"
             return
@@ -142,7 +147,7 @@ def _decide(message: Message, hook: Any, views: Views) -> None:
         if message.body is None:
             message.body = bodies.compose_body(
                 message.id, message.type, iso(event.created), hook.id,
-                data_json)
+                data_json, changes_json=changes_json)
             message.new_body = True
         return
     message.order = (message.created, message.id)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
+
+from ckanext.webhooks import access
+from ckanext.webhooks.model import Event
 
 OWNERS = ("anonymous", "member", "outsider", "sysadmin")
 
@@ -320,3 +324,220 @@ def test_anonymous_creation_can_be_turned_off():
         "webhook_create", context={"user": user["name"],
                                    "ignore_auth": False},
         topic="dataset/create", address="http://example.com/hook")
+
+
+# --- deletion records carry only values their owner could see (13.4) ---------
+
+def test_deletion_record_has_the_values_each_owner_could_see(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], name="was-public",
+                                title="Public title")
+    # one change: made private, renamed and deleted
+    helpers.call_action("package_patch", id=dataset["id"], private=True,
+                        name="secret-name", title="Secret title",
+                        state="deleted")
+    world.received(run_jobs)
+
+    def record(owner):
+        [request] = [r for r in world.receiver.on(
+            "/{}/dataset".format(owner)) if r.json["type"] ==
+            "dataset/delete"]
+        return request.json["data"]
+
+    # they could see it only before the change: the values from before
+    for owner in ("anonymous", "outsider"):
+        assert (record(owner)["name"], record(owner)["title"]) == (
+            "was-public", "Public title"), owner
+    # they can see what the change left: the values it left
+    for owner in ("member", "sysadmin"):
+        assert (record(owner)["name"], record(owner)["title"]) == (
+            "secret-name", "Secret title"), owner
+
+
+def test_deletion_record_of_a_dataset_moved_and_deleted_at_once(
+        world, run_jobs):
+    member_of_other = factories.User()
+    helpers.call_action("organization_member_create",
+                        id=world.other_org["id"],
+                        username=member_of_other["name"], role="member")
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"],
+                        owner_org=world.other_org["id"], state="deleted")
+    got = world.received(run_jobs)
+    # a reader of the old organization could see it before the change
+    assert _who_got(got, "dataset", ("dataset/delete", dataset["id"])) == \
+        {"member", "sysadmin"}
+    [request] = [r for r in world.receiver.on("/member/dataset")
+                 if r.json["type"] == "dataset/delete"]
+    assert request.json["data"]["owner_org"] == world.org["id"]
+
+
+# --- changes: only what the owner could see before the change -----------------
+
+def _changes(world, owner, kind, event_type, entity_id):
+    [request] = [r for r in world.receiver.on("/{}/{}".format(owner, kind))
+                 if (r.json["type"], r.json["data"]["id"]) == (
+                     event_type, entity_id)]
+    return request.json.get("changes")
+
+
+def test_changes_of_a_dataset_made_public_are_shown_only_to_its_readers(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True,
+                                title="Secret title")
+    resource = factories.Resource(package_id=dataset["id"], name="Secret")
+    helpers.call_action("package_patch", id=dataset["id"], private=False,
+                        title="Public title")
+    helpers.call_action("resource_patch", id=resource["id"], name="Public")
+    got = world.received(run_jobs)
+    update = ("dataset/update", dataset["id"])
+    assert _who_got(got, "dataset", update) == set(OWNERS)
+    for owner in ("anonymous", "outsider"):
+        assert _changes(world, owner, "dataset", *update) is None, owner
+    for owner in ("member", "sysadmin"):
+        assert _changes(world, owner, "dataset", *update) == {
+            "private": {"from": True}, "title": {"from": "Secret title"}}
+    # the resource changed while the dataset was public: everyone sees it
+    for owner in OWNERS:
+        assert _changes(world, owner, "resource", "resource/update",
+                        resource["id"]) == {"name": {"from": "Secret"}}
+
+
+def test_changes_of_a_resource_whose_dataset_was_made_public_at_once(
+        world, run_jobs):
+    dataset = factories.Dataset(owner_org=world.org["id"], private=True,
+                                resources=[{"url": "http://example.com/s",
+                                            "name": "Secret"}])
+    resource = dataset["resources"][0]
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    shown["private"] = False
+    shown["resources"][0]["name"] = "Public"
+    helpers.call_action("package_update", **shown)  # one change: both
+    world.received(run_jobs)
+    update = ("resource/update", resource["id"])
+    for owner in ("anonymous", "outsider"):
+        assert _changes(world, owner, "resource", *update) is None, owner
+    assert _changes(world, "member", "resource", *update) == {
+        "name": {"from": "Secret"}}
+
+
+def test_changes_list_only_fields_the_owners_data_carries(world, run_jobs):
+    dataset = factories.Dataset(resources=[
+        {"url": "http://example.com/a", "colour": "red", "name": "a"}])
+    resource = dataset["resources"][0]
+    updated = dict(resource, name="b")
+    del updated["colour"]  # a field that no longer exists
+    helpers.call_action("resource_update", **updated)
+    world.received(run_jobs)
+    for owner in OWNERS:
+        assert _changes(world, owner, "resource", "resource/update",
+                        resource["id"]) == {"name": {"from": "a"}}
+    [event] = model.Session.query(Event).filter(
+        Event.topic == "resource/update").all()
+    assert event.changes == {"name": "a", "colour": "red"}
+
+
+# --- organizations and groups ---------------------------------------------------
+
+def _until_marker(receiver, path, marker_id):
+    """Requests on ``path`` once the marker's has arrived."""
+    got = receiver.on(path)
+    while not any(r.json["data"]["id"] == marker_id for r in got):
+        more = receiver.wait_for(len(got) + 1, path)
+        assert len(more) > len(got), "marker never arrived on " + path
+        got = more
+    return got
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.parametrize("kind", ["organization", "group"])
+def test_organization_and_group_events_follow_their_access(
+        receiver, run_jobs, kind):
+    """Active ones reach everyone; one that is not active only its members
+    and sysadmins; a deletion everyone who could see it before."""
+    sysadmin, member, outsider = (factories.Sysadmin(), factories.User(),
+                                  factories.User())
+    make = factories.Organization if kind == "organization" \
+        else factories.Group
+    entity = make(users=[{"name": member["name"], "capacity": "member"}])
+    owners = {"anonymous": {"user": ""}}
+    for name, user in (("sysadmin", sysadmin), ("member", member),
+                       ("outsider", outsider)):
+        owners[name] = {"user": user["name"], "ignore_auth": False}
+    for owner, context in owners.items():
+        helpers.call_action("webhook_create", context=context,
+                            topic=kind + "/*",
+                            address=receiver.url("/" + owner))
+    admin = {"user": sysadmin["name"]}
+    for change in ({"title": "Public"}, {"state": "pending"},
+                   {"title": "Not active"}, {"state": "active"}):
+        helpers.call_action(kind + "_patch", context=dict(admin),
+                            id=entity["id"], **change)
+        run_jobs()  # delivered before the next change
+    helpers.call_action(kind + "_delete", context=dict(admin),
+                        id=entity["id"])
+    marker = make()
+    run_jobs()
+
+    def got(owner):
+        return [(r.json["type"].split("/")[1], r.json["data"]["title"])
+                for r in _until_marker(receiver, "/" + owner, marker["id"])
+                if r.json["data"]["id"] == entity["id"]]
+
+    for owner in ("anonymous", "outsider"):
+        assert got(owner) == [("update", "Public"), ("update", "Not active"),
+                              ("delete", "Not active")], owner
+    for owner in ("member", "sysadmin"):
+        assert got(owner) == [
+            ("update", "Public"), ("update", "Public"),
+            ("update", "Not active"), ("update", "Not active"),
+            ("delete", "Not active")], owner
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_deletion_record_of_a_renamed_and_deleted_organization(
+        receiver, run_jobs):
+    org = factories.Organization(title="Before")
+    helpers.call_action("webhook_create", context={"user": ""},
+                        topic="organization/delete",
+                        address=receiver.url("/anonymous"))
+    sysadmin = factories.Sysadmin()
+    helpers.call_action("webhook_create", context={
+        "user": sysadmin["name"], "ignore_auth": False},
+        topic="organization/delete", address=receiver.url("/sysadmin"))
+    helpers.call_action("organization_patch",
+                        context={"user": sysadmin["name"]}, id=org["id"],
+                        title="After", state="deleted")
+    run_jobs()
+    [anonymous] = receiver.wait_for(1, "/anonymous")
+    assert anonymous.json["data"]["title"] == "Before"
+    [admin] = receiver.wait_for(1, "/sysadmin")
+    assert admin.json["data"]["title"] == "After"
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_sight_tells_apart_owners_whose_changes_or_records_differ():
+    """Owners alike in what they may see now can differ in what they could
+    see before the change (``changes``) or as it left it (deletion
+    records); ``access.sight`` says so, for sharing payloads safely."""
+    member, outsider = factories.User(), factories.User()
+    org = factories.Organization(users=[{"name": member["name"],
+                                         "capacity": "member"}])
+    dataset = factories.Dataset(owner_org=org["id"], private=True)
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    other = factories.Dataset(owner_org=org["id"])
+    helpers.call_action("package_patch", id=other["id"], private=True,
+                        state="deleted")
+    events = {e.entity_id: e for e in model.Session.query(Event).filter(
+        Event.topic.in_(["dataset/update", "dataset/delete"]))}
+    viewers = {name: access.Viewer(user["id"])
+               for name, user in (("member", member),
+                                  ("outsider", outsider))}
+    made_public, hidden_and_deleted = events[dataset["id"]], \
+        events[other["id"]]
+    assert access.sight(made_public, viewers["member"]) == (True, True)
+    assert access.sight(made_public, viewers["outsider"]) == (False, True)
+    assert access.sight(hidden_and_deleted, viewers["member"]) == (
+        True, True)
+    assert access.sight(hidden_and_deleted, viewers["outsider"]) == (
+        True, False)

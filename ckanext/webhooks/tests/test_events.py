@@ -486,3 +486,335 @@ def test_resource_filter_matches_only_that_resource(receiver, run_jobs):
     run_jobs()
     assert _marker_last(receiver, "/r", secret, 1) == [
         ("resource/update", mine["id"])]
+
+
+# --- changes ------------------------------------------------------------
+
+def _hook(receiver, path, topic, context=None, **filters):
+    """A hook on ``path``; its secret."""
+    hook_id = helpers.call_action(
+        "webhook_create", context=context or anonymous(), topic=topic,
+        address=receiver.url(path), **filters)
+    return helpers.call_action("webhook_show", id=hook_id)["secret"]
+
+
+def _bodies(receiver, path, secret, count):
+    """The first ``count`` bodies on ``path``, signatures checked."""
+    got = receiver.wait_for(count, path)
+    assert len(got) == count, [r.json["type"] for r in got]
+    return [r.verify(secret) for r in got]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_dataset_update_says_what_changed_and_the_values_before(
+        receiver, run_jobs):
+    dataset = factories.Dataset(title="Old title", notes="Old notes",
+                                version="1.0")
+    secret = _hook(receiver, "/u", "dataset/update")
+    helpers.call_action("package_patch", id=dataset["id"],
+                        title="New title", notes="New notes")
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    assert body["data"]["title"] == "New title"
+    # every field this change altered, nothing else (metadata_modified is
+    # bookkeeping); "changes" comes after "data"
+    assert body["changes"] == {"title": {"from": "Old title"},
+                               "notes": {"from": "Old notes"}}
+    assert list(body)[-2:] == ["data", "changes"]
+    # stored as {field: value before} with the event, in the same commit
+    [event] = model.Session.query(Event).filter(
+        Event.topic == "dataset/update").all()
+    assert event.changes == {"title": "Old title", "notes": "Old notes"}
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_tags_extras_and_groups_changes_are_the_lists_package_show_gave(
+        receiver, run_jobs):
+    first, second = factories.Group(), factories.Group()
+    dataset = factories.Dataset(
+        tags=[{"name": "alpha"}, {"name": "beta"}],
+        extras=[{"key": "colour", "value": "red"},
+                {"key": "shape", "value": "round"}],
+        groups=[{"id": first["id"]}])
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    secret = _hook(receiver, "/u", "dataset/update")
+    editor = factories.Sysadmin()  # may use any group
+    helpers.call_action(
+        "package_patch", context={"user": editor["name"]}, id=dataset["id"],
+        tags=[{"name": "alpha"}, {"name": "gamma"}],
+        extras=[{"key": "colour", "value": "blue"},
+                {"key": "shape", "value": "round"}],
+        groups=[{"id": second["id"]}])
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    changes = body["changes"]
+    assert set(changes) == {"tags", "extras", "groups"}
+    assert changes["tags"]["from"] == shown["tags"]
+    assert changes["extras"]["from"] == shown["extras"]
+    assert [(g["id"], g["name"], g["title"], g["display_name"])
+            for g in changes["groups"]["from"]] == [
+        (g["id"], g["name"], g["title"], g["display_name"])
+        for g in shown["groups"]]
+    assert [t["name"] for t in body["data"]["tags"]] == ["alpha", "gamma"]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_adding_a_dataset_to_a_group_lists_the_groups_before(
+        receiver, run_jobs):
+    group = factories.Group()
+    dataset = factories.Dataset()
+    secret = _hook(receiver, "/u", "dataset/update")
+    helpers.call_action("member_create", id=group["id"],
+                        object=dataset["id"], object_type="package",
+                        capacity="public")
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    assert body["changes"] == {"groups": {"from": []}}
+    assert [g["id"] for g in body["data"]["groups"]] == [group["id"]]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_resource_update_says_what_changed_and_the_values_before(
+        receiver, run_jobs):
+    dataset = factories.Dataset(resources=[
+        {"url": "http://example.com/a", "name": "first", "colour": "red"},
+        {"url": "http://example.com/b", "name": "second"}])
+    resource = dataset["resources"][0]
+    secret = _hook(receiver, "/r", "resource/update")
+    helpers.call_action("resource_patch", id=resource["id"],
+                        url="http://example.com/moved", colour="blue",
+                        size_class="L")
+    run_jobs()
+    [body] = _bodies(receiver, "/r", secret, 1)
+    assert body["data"]["url"] == "http://example.com/moved"
+    # extra fields are top-level fields of resource_show, as here; one that
+    # did not exist before was null
+    assert body["changes"] == {"url": {"from": "http://example.com/a"},
+                               "colour": {"from": "red"},
+                               "size_class": {"from": None}}
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_a_field_changed_and_changed_back_in_one_transaction_is_no_change(
+        receiver, run_jobs):
+    dataset = factories.Dataset(title="Kept", notes="Old notes")
+    secret = _hook(receiver, "/u", "dataset/update")
+    model.Session.remove()
+    # one transaction, two flushes (as a plugin writing through the ORM)
+    pkg = model.Package.get(dataset["id"])
+    pkg.title = "Temporary"
+    model.Session.flush()
+    pkg.title = "Kept"
+    pkg.notes = "New notes"
+    model.Session.commit()
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    assert body["changes"] == {"notes": {"from": "Old notes"}}
+
+
+def test_only_updates_carry_changes(deliveries, run_jobs):
+    dataset = factories.Dataset(resources=[{"url": "http://example.com/a"}])
+    resource = factories.Resource(package_id=dataset["id"])
+    helpers.call_action("package_patch", id=dataset["id"], title="Changed")
+    helpers.call_action("resource_patch", id=resource["id"], name="Changed")
+    helpers.call_action("resource_delete", id=resource["id"])
+    helpers.call_action("package_delete", id=dataset["id"])
+    deliveries.settle(run_jobs)
+    for topic in ("dataset/*", "resource/*"):
+        bodies = deliveries.payloads(topic)
+        assert {b["type"] for b in bodies if "changes" in b} == {
+            topic.replace("*", "update")}
+        assert all("changes" in b for b in bodies
+                   if b["type"].endswith("/update"))
+
+
+# --- organizations and groups ------------------------------------------------
+
+GROUP_KINDS = {
+    "organization": (factories.Organization, "organization_patch",
+                     "organization_delete", "organization_purge",
+                     "organization_show"),
+    "group": (factories.Group, "group_patch", "group_delete", "group_purge",
+              "group_show"),
+}
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.parametrize("kind", ["organization", "group"])
+def test_organization_and_group_events(receiver, run_jobs, kind):
+    make, patch, delete, _, show = GROUP_KINDS[kind]
+    secrets = {topic: _hook(receiver, "/" + topic, kind + "/" + topic)
+               for topic in ("create", "update", "delete", "*")}
+    entity = make()
+    helpers.call_action(patch, id=entity["id"], title="Renamed")
+    run_jobs()
+    # what anonymous visitors see, without the dataset list
+    expected = helpers.call_action(show, context=anonymous(),
+                                   id=entity["id"], include_datasets=False)
+    helpers.call_action(delete, id=entity["id"])
+    run_jobs()
+    everything = _bodies(receiver, "/*", secrets["*"], 3)
+    assert [b["type"] for b in everything] == [
+        kind + "/create", kind + "/update", kind + "/delete"]
+    for topic, body in zip(("create", "update", "delete"), everything):
+        [own] = _bodies(receiver, "/" + topic, secrets[topic], 1)
+        assert own["type"] == body["type"]
+        assert own["data"] == body["data"]
+        assert "changes" not in own
+    for body in everything[:2]:
+        assert body["data"] == expected
+        assert "packages" not in body["data"]
+    assert expected["title"] == "Renamed"
+    assert everything[2]["data"] == {
+        "id": entity["id"], "name": entity["name"], "title": "Renamed",
+        "type": kind, "is_organization": kind == "organization",
+        "state": "deleted"}
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_organization_created_and_deleted_before_delivery_yields_both(
+        receiver, run_jobs):
+    secret = _hook(receiver, "/o", "organization/*")
+    org = factories.Organization()
+    helpers.call_action("organization_delete", id=org["id"])
+    run_jobs()
+    bodies = _bodies(receiver, "/o", secret, 2)
+    assert [b["type"] for b in bodies] == ["organization/create",
+                                           "organization/delete"]
+    for body in bodies:  # gone by delivery time: the minimal record
+        assert (body["data"]["id"], body["data"]["name"],
+                body["data"]["state"]) == (org["id"], org["name"], "deleted")
+
+
+@pytest.mark.usefixtures("webhooks")
+@pytest.mark.parametrize("kind", ["organization", "group"])
+def test_purging_an_organization_or_group_fires_its_delete(
+        receiver, run_jobs, kind):
+    make, _, delete, purge, _ = GROUP_KINDS[kind]
+    secret = _hook(receiver, "/d", kind + "/delete")
+    purged, deleted_first = make(), make()
+    helpers.call_action(purge, id=purged["id"])
+    helpers.call_action(delete, id=deleted_first["id"])
+    helpers.call_action(purge, id=deleted_first["id"])
+    run_jobs()
+    bodies = _bodies(receiver, "/d", secret, 2)
+    # purging an already deleted one fires nothing more
+    assert [b["data"]["id"] for b in bodies] == [purged["id"],
+                                                 deleted_first["id"]]
+    assert bodies[0]["data"]["name"] == purged["name"]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_memberships_are_not_organization_or_group_updates(
+        receiver, run_jobs):
+    org, group = factories.Organization(), factories.Group()
+    secrets = {kind: _hook(receiver, "/" + kind, kind + "/update")
+               for kind in ("organization", "group")}
+    user = factories.User()
+    helpers.call_action("organization_member_create", id=org["id"],
+                        username=user["name"], role="editor")
+    helpers.call_action("group_member_create", id=group["id"],
+                        username=user["name"], role="member")
+    factories.Dataset(owner_org=org["id"], groups=[{"id": group["id"]}])
+    # markers
+    helpers.call_action("organization_patch", id=org["id"], title="Marker")
+    helpers.call_action("group_patch", id=group["id"], title="Marker")
+    run_jobs()
+    for kind in ("organization", "group"):
+        [body] = _bodies(receiver, "/" + kind, secrets[kind], 1)
+        assert body["data"]["title"] == "Marker"
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_organization_extras_edit_is_an_organization_update(
+        receiver, run_jobs):
+    org = factories.Organization(extras=[{"key": "colour", "value": "red"}])
+    secret = _hook(receiver, "/o", "organization/update")
+    helpers.call_action("organization_patch", id=org["id"],
+                        extras=[{"key": "colour", "value": "blue"}])
+    run_jobs()
+    [body] = _bodies(receiver, "/o", secret, 1)
+    assert [(e["key"], e["value"]) for e in body["data"]["extras"]] == [
+        ("colour", "blue")]
+
+
+def test_dataset_and_resource_hooks_get_no_organization_or_group_events(
+        deliveries, run_jobs):
+    org, group = factories.Organization(), factories.Group()
+    helpers.call_action("organization_patch", id=org["id"], title="x")
+    helpers.call_action("group_patch", id=group["id"], title="x")
+    helpers.call_action("organization_delete", id=org["id"])
+    helpers.call_action("group_delete", id=group["id"])
+    assert deliveries.settle(run_jobs) == expect()
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_organization_and_group_events_record_their_own_entity(run_jobs):
+    org, group = factories.Organization(), factories.Group()
+    model.Session.remove()
+    by_topic = {e.topic: e for e in model.Session.query(Event)}
+    org_event = by_topic["organization/create"]
+    assert (org_event.entity_id, org_event.package_id,
+            org_event.organization_id, org_event.group_ids,
+            org_event.restricted) == (org["id"], None, org["id"], [], False)
+    group_event = by_topic["group/create"]
+    assert (group_event.entity_id, group_event.package_id,
+            group_event.organization_id, group_event.group_ids,
+            group_event.restricted) == (group["id"], None, None,
+                                        [group["id"]], False)
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_filters_on_organization_and_group_events(receiver, run_jobs):
+    org, other_org = factories.Organization(), factories.Organization()
+    group, other_group = factories.Group(), factories.Group()
+    dataset = factories.Dataset(owner_org=org["id"],
+                                groups=[{"id": group["id"]}],
+                                resources=[{"url": "http://example.com/a"}])
+    run_jobs()
+    hooks = {
+        "org": ("organization/*", {"organization": org["name"]}),
+        "group": ("group/*", {"group": group["name"]}),
+        # filters that never match these topics
+        "org-on-groups": ("group/*", {"organization": org["id"]}),
+        "group-on-orgs": ("organization/*", {"group": group["id"]}),
+        "dataset-on-orgs": ("organization/*", {"dataset": dataset["id"]}),
+        "resource-on-groups": ("group/*", {
+            "resource": dataset["resources"][0]["id"]}),
+        # a group filter on datasets still matches the group's datasets
+        "group-datasets": ("dataset/*", {"group": group["id"]}),
+    }
+    secrets = {name: _hook(receiver, "/" + name, topic, **filters)
+               for name, (topic, filters) in hooks.items()}
+    for action, entity in (("organization_patch", other_org),
+                           ("organization_patch", org),
+                           ("group_patch", other_group),
+                           ("group_patch", group)):
+        helpers.call_action(action, id=entity["id"], title="Changed")
+    helpers.call_action("package_patch", id=dataset["id"], notes="Marker")
+    run_jobs()
+
+    def got(name, count):
+        return [(b["type"], b["data"]["id"]) for b in
+                _bodies(receiver, "/" + name, secrets[name], count)]
+
+    assert got("org", 1) == [("organization/update", org["id"])]
+    assert got("group", 1) == [("group/update", group["id"])]
+    assert got("group-datasets", 1) == [("dataset/update", dataset["id"])]
+    for name in ("org-on-groups", "group-on-orgs", "dataset-on-orgs",
+                 "resource-on-groups"):
+        assert receiver.on("/" + name) == [], name
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_deleting_a_group_is_an_update_of_its_datasets(receiver, run_jobs):
+    group = factories.Group()
+    dataset = factories.Dataset(groups=[{"id": group["id"]}])
+    secret = _hook(receiver, "/u", "dataset/update")
+    helpers.call_action("group_delete", id=group["id"])
+    run_jobs()
+    [body] = _bodies(receiver, "/u", secret, 1)
+    assert body["data"]["id"] == dataset["id"]
+    assert body["data"]["groups"] == []
+    assert [g["id"] for g in body["changes"]["groups"]["from"]] == [
+        group["id"]]
