@@ -439,6 +439,10 @@ def _address_unverified(hook: Hook) -> None:
     """A new address answers a challenge of its own: the hook is pending
     (a hook its owner disabled stays disabled until enabled)."""
     _call_off(hook, "the address changed")
+    # the old address's challenges do not count against the new one's
+    model.Session.query(Delivery).filter(
+        Delivery.hook_id == hook.id, Delivery.type == jobs.TYPE_VERIFY,
+    ).delete(synchronize_session=False)
     hook.verified = None
     hook.challenges_sent = 0
     hook.last_challenge = None

@@ -436,7 +436,8 @@ def test_answers_to_a_pending_hook_are_never_recorded(receiver, run_jobs):
 
 
 def test_the_log_of_one_message_is_bounded(receiver, run_jobs, monkeypatch):
-    monkeypatch.setattr(jobs, "ATTEMPTS_KEPT", 3)
+    from ckanext.webhooks.pipeline import outcomes
+    monkeypatch.setattr(outcomes, "LOGGED_ATTEMPTS", 3)
     hook_id = create(receiver.url("/many"))
     ping_id = call("webhook_ping", id=hook_id)
     run_jobs()

@@ -165,6 +165,18 @@ def test_the_challenge_is_attempted_three_times_at_most(receiver, run_jobs):
     [row] = _rows(hook_id)
     assert row.status == "failed"
 
+    # asked again later (pings re-send it every ten minutes at most): the
+    # address has had its three attempts, in all
+    model.Session.query(Hook).filter_by(id=hook_id).update(
+        {"last_challenge": datetime.datetime.utcnow()
+         - datetime.timedelta(minutes=11)})
+    model.Session.commit()
+    helpers.call_action("webhook_ping", id=hook_id)
+    for _ in range(3):
+        run_jobs()
+        _due_now(hook_id)
+    assert len(receiver.requests) == 3
+
 
 def test_pings_get_two_quick_retries_not_the_event_schedule(
         receiver, run_jobs):
