@@ -155,8 +155,9 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "connection error: the receiver closed the connection"
     if isinstance(error, aiohttp.ClientResponseError):
-        cause = str(getattr(error.__cause__, "message", "") or "")
-        if "status line" in cause.lower():
+        cause = str(getattr(error.__cause__, "message", "") or "").lower()
+        # aiohttp's words for a first line that is not an HTTP status line
+        if "status line" in cause or "expected http/" in cause:
             return "not an HTTP answer"
         if "too many headers" in cause.lower():
             return "bad answer: too many headers"
