@@ -143,8 +143,8 @@ def connect():
 def reset_webhooks(conn) -> None:
     """Forget every hook, event and delivery, and every queued job."""
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE webhooks_delivery, webhooks_event, "
-                    "webhooks_hook")
+        cur.execute("TRUNCATE webhooks_attempt, webhooks_delivery, "
+                    "webhooks_event, webhooks_hook")
     flush_redis()
 
 
@@ -158,14 +158,19 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-_HOOK_COLUMNS = ("id", "topic", "address", "owner_id", "secret", "status",
+_HOOK_COLUMNS = ("id", "topics", "address", "normalized_address",
+                 "owner_id", "secret", "status",
                  "filter_dataset", "filter_organization", "filter_group",
                  "filter_resource", "created", "client_errors")
 
 
 def hook_row(topic: str, address: str, **filters: Optional[str]) -> dict:
-    return {"id": secrets.token_urlsafe(32), "topic": topic,
-            "address": address, "owner_id": None, "secret": new_secret(),
+    """A hook on one topic (``topics`` as a PostgreSQL array literal)."""
+    from ckanext.webhooks import addresses
+    return {"id": secrets.token_urlsafe(32), "topics": "{%s}" % topic,
+            "address": address,
+            "normalized_address": addresses.normalized(address),
+            "owner_id": filters.pop("owner_id", None), "secret": new_secret(),
             "status": filters.pop("status", "active"),
             "filter_dataset": filters.get("dataset"),
             "filter_organization": filters.get("organization"),
@@ -228,6 +233,7 @@ _NGINX_CONF = """\
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile 16384;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -244,7 +250,8 @@ http {{
     log_format arrivals '$msec $http_webhook_id $status';
     access_log {dir}/access.log arrivals;
     server {{
-        listen 127.0.0.1:{port};
+        # every 127.x.y.z reaches it: one receiver (host) per hook
+        listen 0.0.0.0:{port} backlog=4096;
         location / {{ return 204; }}
     }}
 }}
@@ -342,6 +349,65 @@ class Nginx:
             len(got), count, timeout))
 
 
+def receiver_host(i: int) -> str:
+    """The ``i``-th of many loopback hosts (127.0.1.1, 127.0.1.2, ...): a
+    receiver of its own for ``max_per_host``, one listener behind them all."""
+    return "127.0.{}.{}".format(1 + i // 250, 1 + i % 250)
+
+
+class SlowReceiver:
+    """bench/receiver.py: answers after ``delay_ms`` on one port, never on
+    another (hung); every 127.x.y.z reaches both. Same interface as Nginx."""
+
+    def __init__(self, delay_ms: int):
+        self.delay_ms = delay_ms
+        self.port = free_port()
+        self.hung_port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:{}".format(self.port)
+
+    def start(self) -> "SlowReceiver":
+        self.proc = subprocess.Popen(
+            [PYTHON, os.path.join(BENCH, "receiver.py"), str(self.port),
+             str(self.hung_port), str(self.delay_ms)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "READY":
+            raise SystemExit("bench/receiver.py did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def _get(self, path: str) -> str:
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(self.url + path, timeout=30) as response:
+            return response.read().decode()
+
+    def mark(self) -> None:
+        self._get("/_mark")
+
+    def arrivals(self) -> list[tuple[float, str, str]]:
+        return [(t, i, "204") for t, i in json.loads(self._get("/_arrivals"))]
+
+    def wait_for(self, count: int, timeout: float) -> list[tuple]:
+        deadline = time.monotonic() + timeout
+        got = 0
+        while time.monotonic() < deadline:
+            got = int(self._get("/_count"))
+            if got >= count:
+                return self.arrivals()
+            time.sleep(0.05)
+        raise TimeoutError("{} of {} deliveries arrived within {}s".format(
+            got, count, timeout))
+
+
 # --- the worker process -----------------------------------------------------------
 
 class Worker:
@@ -349,6 +415,7 @@ class Worker:
 
     def __init__(self, name: str, logdir: str, prefix: tuple = ()):
         self.name = name
+        self.counts_path = os.path.join(logdir, "statements-{}".format(name))
         # e.g. ("py-spy", "record", ..., "--") to profile the worker
         self.prefix = list(prefix)
         self.log_path = os.path.join(logdir, "worker-{}.log".format(name))
@@ -357,7 +424,10 @@ class Worker:
     def start(self) -> "Worker":
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            self.prefix + [CKAN, "-c", INI, "webhooks", "worker"],
+            # bench/probe.py: ckan, counting its SQL statements
+            self.prefix + [PYTHON, os.path.join(BENCH, "probe.py"),
+                           self.counts_path, "-c", INI, "webhooks",
+                           "worker"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True)
         try:
@@ -390,6 +460,26 @@ class Worker:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far."""
+        with open("/proc/{}/stat".format(self.proc.pid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+
+    def statements(self) -> int:
+        """SQL statements the worker has sent so far (within 0.2 s)."""
+        time.sleep(0.3)
+        with open(self.counts_path) as f:
+            return int(f.read())
+
+    def kill(self) -> None:
+        """At once (attempts in flight are abandoned; their leases expire)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.stop()
 
     def stop(self) -> None:
         if self.proc is None:

@@ -1,6 +1,6 @@
 """Benchmark 2: selecting the hooks of one event, 1,000 vs 100,000 hooks.
 
-Times ``jobs.create_messages`` (the ``_MATCHING_INSERT`` statement: match and
+Times ``pipeline.matching.create_messages`` (the ``_MATCHING_INSERT`` statement: match and
 insert the pending messages) for a ``dataset/update`` event, rolled back after
 every call so each call does the same work. The number of matching hooks is
 the same (100) at every size; only the hooks that do not match grow:
@@ -47,7 +47,7 @@ def _matching_hooks(dataset_id: str, org_id: str, group_id: str,
 
 def _time_size(conn, total: int, iterations: int) -> dict:
     import ckan.model as model
-    from ckanext.webhooks import jobs
+    from ckanext.webhooks.pipeline import matching as jobs
     from ckanext.webhooks.model import Event, utcnow
 
     dataset_id, org_id, group_id = (str(uuid.uuid4()) for _ in range(3))

@@ -1,0 +1,39 @@
+"""``ckan`` with a statement counter: how the benchmarks start workers.
+
+    python bench/probe.py COUNTS_FILE -c INI webhooks worker
+
+Runs the ``ckan`` command as is, and every 0.2 s writes to COUNTS_FILE how
+many SQL statements this process has sent so far (SQLAlchemy's
+``before_cursor_execute``, on every engine). CPU time comes from
+/proc/PID/stat, read by the benchmark.
+"""
+import sys
+import threading
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+_count = [0]
+
+
+@sa.event.listens_for(Engine, "before_cursor_execute")
+def _counted(conn, cursor, statement, parameters, context, many):
+    _count[0] += 1
+
+
+def _write(path: str) -> None:
+    while True:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(_count[0]))
+        import os
+        os.replace(path + ".tmp", path)
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    path = sys.argv.pop(1)
+    threading.Thread(target=_write, args=(path,), daemon=True).start()
+    sys.argv[0] = "ckan"
+    from ckan.cli.cli import ckan
+    sys.exit(ckan())
