@@ -53,7 +53,8 @@ def _time_size(conn, total: int, iterations: int) -> dict:
     dataset_id, org_id, group_id = (str(uuid.uuid4()) for _ in range(3))
     address = "http://127.0.0.1:9/unused"
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE webhooks_delivery, webhooks_event, "
+        cur.execute("TRUNCATE webhooks_attempt, webhooks_delivery, "
+                    "webhooks_event, "
                     "webhooks_hook")
     benchlib.insert_hooks(
         conn, _matching_hooks(dataset_id, org_id, group_id, address)
