@@ -450,6 +450,18 @@ def _owned_hooks(bench: Bench, count: int, owners: list) -> list[dict]:
             for i in range(count)]
 
 
+def _drained(bench: Bench, worker: benchlib.Worker, expected: int,
+             cpu: float, statements: int) -> tuple[float, float, int]:
+    """Once ``expected`` deliveries arrived and were recorded: the last
+    arrival, and the worker's CPU seconds and statements since ``cpu`` and
+    ``statements`` were read."""
+    arrivals = bench.receiver.wait_for(expected, _timeout(expected))
+    _check(arrivals, expected)
+    _settle(bench, expected)
+    return (max(a[0] for a in arrivals), worker.cpu_seconds() - cpu,
+            worker.statements() - statements)
+
+
 def _backlog(bench: Bench, hooks: list[dict], events: int) -> dict:
     """``events`` updates made while the worker is stopped (SIGSTOP), then
     drained: deliveries per second from SIGCONT to the last arrival, and the
@@ -467,12 +479,8 @@ def _backlog(bench: Bench, hooks: list[dict], events: int) -> dict:
             bench.receiver.mark()
             started = time.time()
             os.kill(worker.proc.pid, signal.SIGCONT)
-        arrivals = bench.receiver.wait_for(expected, _timeout(expected))
-        _check(arrivals, expected)
-        last = max(a[0] for a in arrivals)
-        _settle(bench, expected)
-        cpu = worker.cpu_seconds() - cpu
-        statements = worker.statements() - statements
+        last, cpu, statements = _drained(bench, worker, expected, cpu,
+                                         statements)
     finally:
         worker.stop()
     return {"events": events, "hooks": len(hooks), "deliveries": expected,
@@ -493,12 +501,8 @@ def _live(bench: Bench, hooks: list[dict], events: int) -> dict:
         cpu, statements = worker.cpu_seconds(), worker.statements()
         bench.receiver.mark()
         first, last_update = bench.update(events)
-        arrivals = bench.receiver.wait_for(expected, _timeout(expected))
-        _check(arrivals, expected)
-        last = max(a[0] for a in arrivals)
-        _settle(bench, expected)
-        cpu = worker.cpu_seconds() - cpu
-        statements = worker.statements() - statements
+        last, cpu, statements = _drained(bench, worker, expected, cpu,
+                                         statements)
     finally:
         worker.stop()
     return {"events": events, "hooks": len(hooks), "deliveries": expected,
