@@ -16,11 +16,11 @@ import benchlib
 
 SIZES = {
     # a smoke run: under two minutes on the 2-core machine
-    "smoke": {"overhead_rounds": 3, "overhead_per_round": 10,
-              "matching_iterations": 20, "fanout_events": 2,
-              "fanout_reps": 1, "slow_reps": 2, "hung_reps": 1,
-              "latency_reps": 3, "memory_small": 1000,
-              "memory_large": 4000, "many_events": 40},
+    "smoke": {"overhead_rounds": 2, "overhead_per_round": 10,
+              "matching_iterations": 10, "fanout_events": 2,
+              "fanout_reps": 1, "slow_reps": 1, "hung_reps": 1,
+              "latency_reps": 2, "memory_small": 1000,
+              "memory_large": 2000, "many_events": 20},
     "full": {"overhead_rounds": 30, "overhead_per_round": 20,
              "matching_iterations": 200, "fanout_events": 10,
              "fanout_reps": 3, "slow_reps": 5, "hung_reps": 3,
