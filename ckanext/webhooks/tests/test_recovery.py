@@ -1,0 +1,180 @@
+"""Delivery recovers by itself when Redis or PostgreSQL come back.
+
+Real ``ckan webhooks worker`` processes; a Redis server and a PostgreSQL
+cluster of the test's own (``initdb``/``pg_ctl`` on a temporary directory
+and port), so the machine's servers are never touched.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from ckan.lib import jobs as ckan_jobs
+import ckan.plugins.toolkit as tk
+from ckan.tests import factories, helpers
+
+from ckanext.webhooks.tests import processes
+from ckanext.webhooks.tests.test_reliability import (  # noqa: F401 fixture
+    own_redis, _worker_options)
+
+ACTION_RUNNER = os.path.join(os.path.dirname(__file__), "action_runner.py")
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_queue_and_deliveries_resume_within_5s_after_a_long_redis_outage(
+        own_redis, workers, receiver):
+    """RQ alone would wait up to 60 s between attempts to reach Redis (1,
+    2, 4, 8 ... s); the worker tries every second."""
+    helpers.call_action("webhook_create", topic="dataset/create",
+                        address=receiver.url())
+    worker = workers(**_worker_options(own_redis.url))
+    processes.wait_until_listening(worker)
+
+    own_redis.stop()
+    time.sleep(16)  # RQ's back-off would be at 16 s by now
+    own_redis.start()
+    back = time.monotonic()
+
+    dataset = factories.Dataset()
+    got = receiver.wait_for(1, timeout=5)
+    assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
+
+    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
+    job = queue.enqueue("os.getpid")
+    while job.get_status(refresh=True) != "finished":
+        assert time.monotonic() - back < 5, "the queue is not worked again"
+        time.sleep(0.1)
+    assert job.return_value() == worker.pid
+    assert worker.poll() is None
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of this test's own, which it may restart."""
+
+    def __init__(self):
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not binaries:
+            pytest.skip("no PostgreSQL server binaries")
+        self.bin = os.path.dirname(binaries[-1])
+        # PostgreSQL refuses to run as root: then as the postgres user, in
+        # a directory of its own
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.home = tempfile.mkdtemp(prefix="webhooks-pg-")
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            os.chown(self.home, account.pw_uid, account.pw_gid)
+        self.dir = os.path.join(self.home, "data")
+        self.port = processes.free_port()
+        self.log = os.path.join(self.home, "pg.log")
+
+    @property
+    def url(self) -> str:
+        return "postgresql://postgres@127.0.0.1:{}/ckan".format(self.port)
+
+    def _run(self, *args: str) -> None:
+        if self.user:
+            args = ("runuser", "-u", self.user, "--", *args)
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def _ctl(self, *args: str) -> None:
+        self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.dir,
+                  "-l", self.log, "-w", *args)
+
+    def create(self) -> None:
+        self._run(os.path.join(self.bin, "initdb"), "-D", self.dir,
+                  "-U", "postgres", "-A", "trust")
+        self._ctl("-o", "-p {} -k /tmp -c listen_addresses=127.0.0.1"
+                  .format(self.port), "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port),
+                  "-U", "postgres", "ckan")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        self._ctl("-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres():
+    server = OwnPostgres()
+    try:
+        server.create()
+        yield server
+        server.stop()
+    finally:
+        server.remove()
+
+
+def _actions(ini, *calls):
+    """Run actions in a CKAN process against ``ini``'s database."""
+    lines = "".join("{} {}\n".format(action, json.dumps(data))
+                    for action, data in calls)
+    done = subprocess.run([sys.executable, ACTION_RUNNER, str(ini)],
+                          input=lines, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines()
+            if line.startswith("{")]
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_delivery_resumes_within_10s_after_postgresql_restarts(
+        request, tmp_path, own_postgres, own_redis, receiver):
+    """The worker's engine and listener lose their connections; an event
+    committed while the worker could not hear it is delivered, and one
+    committed after the restart within 10 s. The worker lives on."""
+    test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
+    ini = processes.write_ini(
+        test_ini, tmp_path / "private.ini", **_worker_options(
+            own_redis.url, **{"sqlalchemy.url": own_postgres.url}))
+    for args in (["db", "init"], ["db", "upgrade", "-p", "webhooks"]):
+        subprocess.run([processes.CKAN, "-c", str(ini), *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    [hook] = _actions(ini, ("webhook_create", {
+        "topic": "dataset/create", "address": receiver.url()}))
+    worker = processes.start([processes.CKAN, "-c", str(ini), "webhooks",
+                              "worker"], tmp_path / "worker.log")
+    request.addfinalizer(lambda: processes.stop(worker))
+    processes.wait_until_listening(worker)
+
+    # committed while the worker is frozen: its notification is lost with
+    # the connections the restart breaks
+    os.kill(worker.pid, signal.SIGSTOP)
+    [before] = _actions(ini, ("package_create", {"name": "before"}))
+    own_postgres.restart()
+    os.kill(worker.pid, signal.SIGCONT)
+    restarted = time.monotonic()
+    got = receiver.wait_for(1, timeout=10)
+    assert [r.json["data"]["id"] for r in got] == [before["result"]]
+    assert time.monotonic() - restarted < 10
+
+    [after] = _actions(ini, ("package_create", {"name": "after"}))
+    got = receiver.wait_for(2, timeout=10)
+    assert got[1].json["data"]["id"] == after["result"]
+    assert time.time() - after["at"] < 10
+    assert worker.poll() is None  # it lived through it
+
+    # and once more, the worker running throughout this time
+    own_postgres.restart()
+    [again] = _actions(ini, ("package_create", {"name": "again"}))
+    got = receiver.wait_for(3, timeout=10)
+    assert got[2].json["data"]["id"] == again["result"]
+    assert time.time() - again["at"] < 10
+    assert worker.poll() is None
+    assert len({r.headers["webhook-id"] for r in got}) == 3
+    assert hook["result"]
