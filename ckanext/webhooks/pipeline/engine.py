@@ -105,6 +105,7 @@ class Engine:
         self.identity = heartbeat.Identity()
         self.listening: Optional[threading.Event] = None
         self.last_sweep: Optional[datetime.datetime] = None
+        self._beat_failing = False
 
     # --- from other threads -----------------------------------------------
 
@@ -408,9 +409,18 @@ class Engine:
             self._held.pop(message.id, None)
 
     async def _beat(self) -> None:
+        """Write the heartbeat; its failure (say, a schema without
+        ``webhooks_worker`` yet) never holds up deliveries."""
         listening = self.listening is not None and self.listening.is_set()
-        await self._call(heartbeat.beat, self.identity, listening,
-                         self._in_flight, self.last_sweep)
+        try:
+            await self._call(heartbeat.beat, self.identity, listening,
+                             self._in_flight, self.last_sweep)
+        except Exception as e:
+            if not self._beat_failing:
+                log.warning("webhooks: could not write the heartbeat: %s", e)
+            self._beat_failing = True
+        else:
+            self._beat_failing = False
 
     async def _leave(self) -> None:
         try:
