@@ -135,3 +135,27 @@ def test_a_missing_or_outdated_schema_is_reported(cli, migrate_db_for):
         migrate_db_for("webhooks")
     code, report = _status(cli)
     assert code == 0 and report["schema"] == "ready"
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_a_worker_delivers_when_its_heartbeat_cannot_be_written(
+        cli, workers, receiver, migrate_db_for):
+    """Code upgraded before ``ckan db upgrade -p webhooks``: the heartbeat's
+    table is not there yet, deliveries go on (here a ping: with an outdated
+    schema no events are recorded)."""
+    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
+                                  address=receiver.url())
+    migrate_db_for("webhooks", "6b42935909d0", False)
+    try:
+        worker = workers()
+        processes.wait_until_listening(worker)
+        time.sleep(1)  # its first beat failed
+        with open(worker.log_path) as f:
+            assert "could not write the heartbeat" in f.read()
+        helpers.call_action("webhook_ping", id=hook_id)
+        got = receiver.wait_for(1, timeout=10)
+        assert [r.json["type"] for r in got] == ["webhook/ping"]
+        code, report = _status(cli)
+        assert code == 2 and report["schema"] == "outdated (6b42935909d0)"
+    finally:
+        migrate_db_for("webhooks")
