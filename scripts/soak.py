@@ -38,6 +38,8 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -56,7 +58,7 @@ class Receivers:
     def __init__(self, ok_ports: int) -> None:
         self.lock = threading.Lock()
         self.answered: dict[str, list[float]] = collections.defaultdict(list)
-        self.requests = collections.Counter()
+        self.requests: collections.Counter = collections.Counter()
         self.servers: dict[str, list[ThreadingHTTPServer]] = {}
         self.started = time.time()
         for kind, count in (("ok", ok_ports), ("flap", 2), ("hung", 2)):
@@ -109,7 +111,7 @@ class Redis:
     def __init__(self, home: str) -> None:
         self.port = processes.free_port()
         self.home = home
-        self.process = None
+        self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -165,7 +167,7 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
     postgres.create()
     redis_server.start()
     ini = processes.write_ini(
-        os.path.join(ROOT, "test.ini"), os.path.join(home, "soak.ini"), **{
+        os.path.join(ROOT, "test.ini"), Path(home, "soak.ini"), **{
             "sqlalchemy.url": postgres.url,
             "ckan.redis.url": "redis://127.0.0.1:{}/0".format(
                 redis_server.port),
@@ -266,7 +268,7 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
 
         threading.Thread(target=chaos, daemon=True).start()
 
-        committed = collections.Counter()
+        committed: collections.Counter = collections.Counter()
         write_errors = 0
         n = 0
         while time.monotonic() - began < duration:
