@@ -48,10 +48,8 @@ def status(as_json: bool, stuck_after):
     from ckanext.webhooks import status as health
     report = health.delivery_status(
         health.STUCK_AFTER if stuck_after is None else stuck_after)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(health.as_text(report))
+    click.echo(json.dumps(report, indent=2) if as_json
+               else health.as_text(report))
     if report["schema"] != "ready":
         raise SystemExit(2)
     if report["stuck"]:
