@@ -245,6 +245,7 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
         ] + [(t, "kill") for t in range(int(args.kill_every),
                                          int(duration), int(args.kill_every))])
         kills: list[float] = []
+        restarts: list[tuple[float, float]] = []  # PostgreSQL down, up
         chaos_log: list[str] = []
 
         def chaos():
@@ -262,7 +263,9 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
                     time.sleep(10)
                     redis_server.start()
                 else:
+                    down = time.time()
                     postgres.restart()
+                    restarts.append((down, time.time()))
                 chaos_log.append("{:.0f}s {}".format(at, what))
                 log("chaos: " + what)
 
@@ -305,7 +308,7 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
             time.sleep(2)
         time.sleep(TIMEOUT + 3)  # answers of attempts in flight
         report = _account(model, sa, expected, committed, receivers, kills,
-                          chaos_log, write_errors, args)
+                          restarts, chaos_log, write_errors, args)
     print(json.dumps(report, indent=2))
     ok = report["lost"] == 0 and report["fan_out_mismatches"] == 0 and \
         report["pending_past_schedule"] == 0 and \
@@ -315,8 +318,8 @@ def _soak(args, home, postgres, redis_server, receivers, workers) -> int:
     return 0 if ok else 1
 
 
-def _account(model, sa, expected, committed, receivers, kills, chaos_log,
-             write_errors, args) -> dict:
+def _account(model, sa, expected, committed, receivers, kills, restarts,
+             chaos_log, write_errors, args) -> dict:
     session = model.Session
     events = session.execute(sa.text("""
         SELECT package_id, count(*) FROM webhooks_event
@@ -347,12 +350,26 @@ def _account(model, sa, expected, committed, receivers, kills, chaos_log,
     lost = [m for m in succeeded if m not in receivers.answered]
     duplicates = {m: times for m, times in receivers.answered.items()
                   if len(times) > 1}
-    # an attempt in flight at a kill: answered before the kill (the worker
-    # died before recording it), sent again after its lease ran out
-    window = 2 * (TIMEOUT + 1) + 5 + TIMEOUT + 2
-    explained = sum(1 for times in duplicates.values()
-                    if any(times[0] <= k <= times[0] + window
-                           for k in kills))
+    # A message is answered 2xx twice when the worker that sent it could
+    # not record the answer before its lease ran out (the lease is
+    # 2 * (timeout + 1) + 5 s, renewed while the worker lives and reaches
+    # the database): the worker was killed within a lease of the first
+    # answer, or PostgreSQL was away then (the answer waits to be recorded
+    # while the leases lapse).
+    lease = 2 * (TIMEOUT + 1) + 5
+    by_kill = by_restart = 0
+    unexplained = []
+    for times in duplicates.values():
+        first = times[0]
+        if any(first - TIMEOUT <= k <= first + lease for k in kills):
+            by_kill += 1
+        elif any(down - lease <= first <= up + 3 * lease
+                 for down, up in restarts):
+            by_restart += 1
+        else:
+            unexplained.append(times)
+    started = receivers.started
+    explained = by_kill + by_restart
     return {
         "minutes": args.minutes, "rate": args.rate, "hooks": args.hooks,
         "workers": args.workers, "chaos": chaos_log,
@@ -365,8 +382,13 @@ def _account(model, sa, expected, committed, receivers, kills, chaos_log,
         "requests_by_receiver_kind": dict(receivers.requests),
         "lost": len(lost),
         "duplicates": len(duplicates),
-        "duplicates_explained_by_kills": explained,
+        "duplicates_explained_by_kills": by_kill,
+        "duplicates_explained_by_postgres_restart": by_restart,
         "duplicates_unexplained": len(duplicates) - explained,
+        # seconds into the run of the unexplained ones' answers (20 at most)
+        "unexplained_answers_at": [
+            [round(t - started, 1) for t in times]
+            for times in sorted(unexplained)[:20]],
         "pending_past_schedule": past_schedule,
     }
 
