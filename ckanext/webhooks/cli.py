@@ -37,6 +37,25 @@ def sweep():
     click.echo(json.dumps(counts))
 
 
+@webhooks.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--stuck-after", type=float, default=None,
+              help="Seconds a due message or an event may wait before "
+                   "delivery counts as stuck (default 120).")
+def status(as_json: bool, stuck_after):
+    """How delivery is doing; exits 1 when it is stuck (a health check),
+    2 when the webhooks tables are missing or outdated."""
+    from ckanext.webhooks import status as health
+    report = health.delivery_status(
+        health.STUCK_AFTER if stuck_after is None else stuck_after)
+    click.echo(json.dumps(report, indent=2) if as_json
+               else health.as_text(report))
+    if report["schema"] != "ready":
+        raise SystemExit(2)
+    if report["stuck"]:
+        raise SystemExit(1)
+
+
 # Hook ids are URL-safe and older ones may start with "-": such an argument
 # is taken as the id, not as an unknown option (``--`` before it works too).
 ID_ARGUMENTS = {"ignore_unknown_options": True}

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class WebhooksWorker(rq.SimpleWorker):
+    # RQ waits 1, 2, 4 ... 60 s between attempts to reach a Redis that is
+    # down; once a second instead, so the queue is worked again within
+    # seconds of Redis coming back, however long it was away
+    exponential_backoff_factor = 1.0
+    max_connection_wait_time = 1.0
 
     def __init__(self, *args, **kwargs):
         queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
@@ -79,6 +84,7 @@ def run_worker(burst: bool = False) -> None:
 
     engine = EngineThread().start()
     listener = listening.Listener(engine.engine).start()
+    engine.engine.listening = listener.listening
     stopping = threading.Event()
 
     def stop(signum, frame):  # before RQ installs its own handlers

@@ -33,7 +33,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.pipeline import (
-    claiming, composing, matching, outcomes, sweep)
+    claiming, composing, heartbeat, matching, outcomes, sweep)
 from ckanext.webhooks.pipeline.claiming import Message
 from ckanext.webhooks.pipeline.sending import Transport
 
@@ -100,6 +100,12 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
         self.stats = collections.Counter()
+        # for ``ckan webhooks status``: who this worker is, whether its
+        # listener listens (set by the worker), when it last swept
+        self.identity = heartbeat.Identity()
+        self.listening: Optional[threading.Event] = None
+        self.last_sweep: Optional[datetime.datetime] = None
+        self._beat_failing = False
 
     # --- from other threads -----------------------------------------------
 
@@ -146,6 +152,7 @@ class Engine:
         next_renew = time.monotonic() + renew_every
         next_sweep = time.monotonic() + (0 if self.burst
                                          else self.sweep_interval)
+        next_beat = time.monotonic()
         failing_since: Optional[float] = None
         try:
             while True:
@@ -157,7 +164,11 @@ class Engine:
                         next_renew = time.monotonic() + renew_every
                     if not self.burst and time.monotonic() >= next_sweep:
                         await self._call(sweep.sweep)
+                        self.last_sweep = heartbeat.utcnow()
                         next_sweep = time.monotonic() + self.sweep_interval
+                    if not self.burst and time.monotonic() >= next_beat:
+                        await self._beat()
+                        next_beat = time.monotonic() + heartbeat.BEAT
                     if failing_since is not None:
                         log.warning("webhooks: the database answers again")
                         failing_since = None
@@ -183,6 +194,8 @@ class Engine:
             for task in list(self._tasks):
                 task.cancel()
             await self._transport.close()
+            if not self.burst:
+                await self._leave()
             if Engine.current is self:
                 Engine.current = None
             self._db.shutdown(wait=True)
@@ -394,6 +407,26 @@ class Engine:
             raise
         for message, _ in released:
             self._held.pop(message.id, None)
+
+    async def _beat(self) -> None:
+        """Write the heartbeat; its failure (say, a schema without
+        ``webhooks_worker`` yet) never holds up deliveries."""
+        listening = self.listening is not None and self.listening.is_set()
+        try:
+            await self._call(heartbeat.beat, self.identity, listening,
+                             self._in_flight, self.last_sweep)
+        except Exception as e:
+            if not self._beat_failing:
+                log.warning("webhooks: could not write the heartbeat: %s", e)
+            self._beat_failing = True
+        else:
+            self._beat_failing = False
+
+    async def _leave(self) -> None:
+        try:
+            await self._call(heartbeat.leave, self.identity)
+        except Exception as e:  # the row ages out; status shows it gone
+            log.warning("webhooks: could not remove the heartbeat: %s", e)
 
     async def _renew(self) -> None:
         holding = [m for m in self._held.values() if m.outcome is None

@@ -50,6 +50,7 @@ class Listener:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.listening = threading.Event()
+        self._down_since: Optional[float] = None
 
     def start(self) -> "Listener":
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -63,19 +64,18 @@ class Listener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        down_since: Optional[float] = None
         while not self._stop.is_set():
             try:
                 self._serve()
             except Exception as e:  # the database went away, and the like
                 self.listening.clear()
-                if down_since is None:
-                    down_since = time.monotonic()
+                if self._down_since is None:  # once per outage
+                    self._down_since = time.monotonic()
                     log.warning("webhooks listener: %s; trying again every "
                                 "second", e)
                 self._stop.wait(1.0)
             else:
-                down_since = None
+                self._down_since = None
 
     def _serve(self) -> None:
         conn = _listen_connection()
@@ -84,6 +84,7 @@ class Listener:
             cur.execute("LISTEN " + EVENTS)
             cur.execute("LISTEN " + WAKE)
             self.listening.set()
+            self._down_since = None  # the next outage is logged again
             log.info("webhooks: listening for events")
             # whatever was committed while no one listened
             self.engine.wake(events=True)

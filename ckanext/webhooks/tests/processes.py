@@ -3,11 +3,15 @@ config, a free loopback port, start and stop (with child processes)."""
 from __future__ import annotations
 
 import configparser
+import glob
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,3 +66,54 @@ def wait_until_listening(*processes_, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError("worker did not start listening")
             time.sleep(0.1)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of this test's own, which it may restart."""
+
+    def __init__(self):
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not binaries:
+            raise RuntimeError("no PostgreSQL server binaries")
+        self.bin = os.path.dirname(binaries[-1])
+        # PostgreSQL refuses to run as root: then as the postgres user, in
+        # a directory of its own
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.home = tempfile.mkdtemp(prefix="webhooks-pg-")
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            os.chown(self.home, account.pw_uid, account.pw_gid)
+        self.dir = os.path.join(self.home, "data")
+        self.port = free_port()
+        self.log = os.path.join(self.home, "pg.log")
+
+    @property
+    def url(self) -> str:
+        return "postgresql://postgres@127.0.0.1:{}/ckan".format(self.port)
+
+    def _run(self, *args: str) -> None:
+        if self.user:
+            args = ("runuser", "-u", self.user, "--", *args)
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def _ctl(self, *args: str) -> None:
+        self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.dir,
+                  "-l", self.log, "-w", *args)
+
+    def create(self) -> None:
+        self._run(os.path.join(self.bin, "initdb"), "-D", self.dir,
+                  "-U", "postgres", "-A", "trust")
+        self._ctl("-o", "-p {} -k /tmp -c listen_addresses=127.0.0.1"
+                  .format(self.port), "start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port),
+                  "-U", "postgres", "ckan")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        self._ctl("-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
