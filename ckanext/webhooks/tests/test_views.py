@@ -36,6 +36,7 @@ class _Forms(HTMLParser):
         super().__init__()
         self.forms: list[dict] = []
         self._select: Optional[str] = None
+        self._textarea: Optional[str] = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -45,17 +46,31 @@ class _Forms(HTMLParser):
                                "fields": {}})
         elif not self.forms:
             return
+        elif tag == "input" and a.get("type") == "checkbox" and a.get("name"):
+            checked = self.forms[-1]["fields"].setdefault(a["name"], [])
+            if "checked" in a:
+                checked.append(a.get("value") or "on")
         elif tag == "input" and a.get("name"):
             self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "textarea" and a.get("name"):
+            self._textarea = a["name"]
+            self.forms[-1]["fields"][a["name"]] = ""
         elif tag == "select":
             self._select = a.get("name")
             self.forms[-1]["fields"].setdefault(self._select, "")
-        elif tag == "option" and self._select and "selected" in a:
+        elif tag == "option" and self._select and (
+                "selected" in a or not self.forms[-1]["fields"][self._select]):
             self.forms[-1]["fields"][self._select] = a.get("value") or ""
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.forms[-1]["fields"][self._textarea] += data
 
     def handle_endtag(self, tag):
         if tag == "select":
             self._select = None
+        elif tag == "textarea":
+            self._textarea = None
 
 
 class Browser:
@@ -105,8 +120,35 @@ def _field_group(page, field_id: str) -> str:
     start = body.rindex('<div class="form-group', 0, label)
     following = [i for i in (body.find('<div class="form-group', label),
                              body.find("</fieldset>", label),
+                             body.find("</details>", label),
                              body.find("</form>", label)) if i != -1]
     return body[start:min(following)]
+
+
+def _topics_fieldset(page) -> str:
+    found = re.search(r'<fieldset id="field-topics".*?</fieldset>',
+                      page.body, re.S)
+    assert found, "no topics on the page"
+    return found.group(0)
+
+
+def _checked_topics(page) -> list[str]:
+    return re.findall(r'<input[^>]*name="topics" value="([^"]+)"[^>]* checked',
+                      _topics_fieldset(page))
+
+
+def _error_summary(page) -> list[str]:
+    """The lines of the error summary at the top of a form."""
+    found = re.search(r'<div class="error-explanation.*?</div>', page.body,
+                      re.S)
+    assert found, "no error summary"
+    return [html.unescape(re.sub(r"<[^>]+>|\s+", " ", li)).strip()
+            for li in re.findall(r"<li>(.*?)</li>", found.group(0), re.S)]
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ",
+                                                    fragment))).strip()
 
 
 def _input_value(page, field_id: str) -> str:
@@ -147,20 +189,30 @@ def test_index_explains_and_offers_the_create_form(app):
     form = re.search(r'<form id="webhook-create-form".*?</form>', body, re.S)
     assert form and 'method="post"' in form.group(0)
     assert 'name="_csrf_token"' in form.group(0)
-    for field_id, label in (("field-topic", "When"),
-                            ("field-address", "Send to"),
+    for field_id, label in (("field-address", "Send to"),
                             ("field-dataset", "Dataset"),
-                            ("field-organization", "Organization")):
-        assert re.search(r'<label class="form-label" for="{}">.*?{}</label>'
-                         .format(field_id, label), form.group(0), re.S)
-    options = dict((v, html.unescape(t)) for v, t in re.findall(
-        r'<option value="([^"]*)"[^>]*>([^<]*)</option>', form.group(0)))
-    assert options["dataset/create"] == "A dataset is created"
-    assert options["dataset/update"] == "A dataset is updated"
-    assert options["dataset/delete"] == "A dataset is deleted"
-    assert options["dataset/*"] == "Anything happens to a dataset"
-    assert options["resource/create"] == "A resource is created"
-    assert options["resource/*"] == "Anything happens to a resource"
+                            ("field-organization", "Organization"),
+                            ("field-group", "Group"),
+                            ("field-resource", "Resource"),
+                            ("field-description", "Description")):
+        assert re.search(r'<label class="form-label" for="{}">.*?{}.*?</label>'
+                         .format(field_id, label), form.group(0), re.S), label
+    # the events are checkboxes, each with its label
+    topics = _topics_fieldset(page)
+    assert "<legend" in topics and "Events" in topics
+    labels = {value: _text(label) for value, label in re.findall(
+        r'<input[^>]*name="topics" value="([^"]+)" id="[^"]+">\s*'
+        r'<label class="form-check-label" for="[^"]+">(.*?)</label>',
+        topics, re.S)}
+    assert labels["dataset/create"] == "A dataset is created"
+    assert labels["dataset/update"] == "A dataset is updated"
+    assert labels["dataset/delete"] == "A dataset is deleted"
+    assert labels["dataset/*"] == "Anything happens to a dataset"
+    assert labels["resource/create"] == "A resource is created"
+    assert labels["resource/*"] == "Anything happens to a resource"
+    assert _checked_topics(page) == []
+    # the filters are folded away until they are needed
+    assert re.search(r'<details class="webhooks-filters[^"]*">', body)
     # open-by-id, with a label
     assert 'action="/webhooks/open"' in body
     assert '<label class="form-label" for="field-open-id">' in body
@@ -171,7 +223,7 @@ def test_index_explains_and_offers_the_create_form(app):
 def test_creating_a_hook_leads_to_its_page_with_a_flash(app, receiver):
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/*", address=receiver.url())
+                          topics=["dataset/*"], address=receiver.url())
     assert page.status_code == 200
     hook_id = _hook_id_from(page)
     assert any("Webhook created" in f for f in _flashes(page))
@@ -185,33 +237,57 @@ def test_creating_a_hook_leads_to_its_page_with_a_flash(app, receiver):
 
 def test_creating_with_filters_by_name(app):
     org = factories.Organization()
+    group = factories.Group()
     dataset = factories.Dataset(owner_org=org["id"])
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="resource/update", address=ADDRESS,
-                          dataset=dataset["name"], organization=org["name"])
+                          topics=["resource/update"], address=ADDRESS,
+                          dataset=dataset["name"], organization=org["name"],
+                          group=group["name"])
     hook = helpers.call_action("webhook_show", id=_hook_id_from(page))
     assert hook["filters"]["dataset"] == dataset["id"]
     assert hook["filters"]["organization"] == org["id"]
-    assert dataset["id"] in page.body and org["id"] in page.body
+    assert hook["filters"]["group"] == group["id"]
+    for entity in (dataset, org, group):
+        assert entity["id"] in page.body
 
 
-def test_invalid_input_is_shown_beside_each_field_with_values_kept(app):
+@pytest.mark.parametrize("kind", ["dataset", "organization", "group"])
+def test_a_link_with_a_filter_opens_the_form_with_it_filled_in(app, kind):
+    page = app.get("/webhooks", query_string={kind: "some-" + kind})
+    assert page.status_code == 200
+    assert _input_value(page, "field-" + kind) == "some-" + kind
+    # the filters are unfolded, so the visitor sees what is filled in
+    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
+                     page.body)
+    others = {"dataset", "organization", "group", "resource"} - {kind}
+    for other in others:
+        assert _input_value(page, "field-" + other) == ""
+
+
+def test_every_mistake_is_shown_in_one_round_beside_its_field_and_on_top(app):
     browser = Browser(app)
     before = _hook_ids()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="", address="ftp://example.com/x",
-                          dataset="  ")
+                          address="ftp://example.com/x", dataset="  ")
     assert page.status_code == 200
     assert _hook_ids() == before
-    topic = _field_group(page, "field-topic")
-    assert 'class="form-group error' in topic
-    assert "error-block" in topic
+    topics = _topics_fieldset(page)
+    assert "form-group webhooks-topics error" in topics
+    assert re.search(r'<span class="error-block">Choose an event</span>',
+                     topics)
     address = _field_group(page, "field-address")
     assert 'class="form-group error' in address
     assert "error-block" in address
     assert _input_value(page, "field-address") == "ftp://example.com/x"
     assert "error-block" not in _field_group(page, "field-dataset")
+    # the summary on top names both, in the order of the form, as links
+    summary = _error_summary(page)
+    assert len(summary) == 2
+    assert summary[0] == "Events: Choose an event"
+    assert summary[1].startswith("Send to: ")
+    assert '<a href="#field-topics">' in page.body
+    assert '<a href="#field-address">' in page.body
     # the form can be sent again as it is: it still has its CSRF token
     assert 'name="_csrf_token"' in page.body
 
@@ -219,7 +295,7 @@ def test_invalid_input_is_shown_beside_each_field_with_values_kept(app):
 def test_unknown_filters_are_shown_beside_their_fields(app):
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/update", address=ADDRESS,
+                          topics=["dataset/update"], address=ADDRESS,
                           dataset="no-such-dataset",
                           organization="no-such-org")
     dataset = _field_group(page, "field-dataset")
@@ -229,18 +305,20 @@ def test_unknown_filters_are_shown_beside_their_fields(app):
     assert _input_value(page, "field-dataset") == "no-such-dataset"
     assert _input_value(page, "field-organization") == "no-such-org"
     assert _input_value(page, "field-address") == ADDRESS
-    assert re.search(r'<option value="dataset/update" selected>', page.body)
-    assert "Dataset not found" not in _field_group(page, "field-topic")
+    assert _checked_topics(page) == ["dataset/update"]
+    assert "Dataset not found" not in _topics_fieldset(page)
+    assert _error_summary(page) == ["Dataset: Dataset not found",
+                                    "Organization: Organization not found"]
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.anonymous_create_limit", 1)
 def test_an_error_without_a_field_is_shown_above_the_form(app):
     browser = Browser(app)
     first = browser.submit(browser.get("/webhooks"), "/webhooks",
-                           topic="dataset/create", address=ADDRESS)
+                           topics=["dataset/create"], address=ADDRESS)
     _hook_id_from(first)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/create", address=ADDRESS)
+                          topics=["dataset/create"], address=ADDRESS)
     summary = re.search(r'<div class="error-explanation.*?</div>',
                         page.body, re.S)
     assert summary and "Too many webhooks" in summary.group(0)
@@ -255,7 +333,7 @@ def test_where_login_is_required_anonymous_visitors_are_told(app):
     assert 'id="webhook-create-form"' not in page.body
     token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
     refused = browser.post("/webhooks", {
-        "_csrf_token": token.group(1), "topic": "dataset/create",
+        "_csrf_token": token.group(1), "topics": ["dataset/create"],
         "address": ADDRESS})
     assert refused.status_code == 403
     assert _hook_ids() == set()
@@ -270,12 +348,15 @@ def test_a_post_without_the_csrf_token_is_refused(app):
     hook_id = _anonymous_hook()
     browser = Browser(app)
     browser.get("/webhooks")  # the session exists, but the token is not sent
-    created = browser.post("/webhooks", {"topic": "dataset/create",
+    created = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": "http://example.org/a"})
     assert created.status_code == 400
     assert _hook_ids() == {hook_id}
-    for action in ("ping", "rotate", "delete"):
-        response = browser.post("/webhooks/{}/{}".format(hook_id, action), {})
+    for action in ("ping", "test", "rotate", "delete", "edit", "disable",
+                   "enable", "recover"):
+        response = browser.post("/webhooks/{}/{}".format(hook_id, action), {
+            "topic": "dataset/create", "since": "2026-01-01T00:00",
+            "address": "http://example.org/b", "topics": "dataset/update"})
         assert response.status_code == 400, action
     forged = browser.post("/webhooks/{}/delete".format(hook_id),
                           {"_csrf_token": "forged"})
@@ -283,6 +364,8 @@ def test_a_post_without_the_csrf_token_is_refused(app):
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
     assert hook["previous_secret_expires"] is None
+    assert (hook["address"], hook["topic"], hook["status"]) == (
+        ADDRESS, "dataset/create", "active")
 
 
 @pytest.mark.ckan_config("WTF_CSRF_ENABLED", True)
@@ -296,12 +379,12 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
                                  "password": "correct123"},
                  follow_redirects=False)
     assert "Your webhooks" in browser.get("/webhooks").body  # logged in
-    refused = browser.post("/webhooks", {"topic": "dataset/create",
+    refused = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": ADDRESS})
     assert refused.status_code == 400
     assert _hook_ids() == set()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/create", address=ADDRESS)
+                          topics=["dataset/create"], address=ADDRESS)
     hook_id = _hook_id_from(page)
     mine = helpers.call_action("webhook_list", context={"user": user["name"]})
     assert [h["id"] for h in mine] == [hook_id]
@@ -324,13 +407,22 @@ class _Labels(HTMLParser):
             self.labelled.add(a["for"])
 
 
-def test_every_form_has_the_csrf_token_and_every_input_a_label(app,
-                                                               receiver):
+def test_every_form_has_the_csrf_token_and_every_input_a_label(
+        app, receiver, run_jobs):
+    receiver.answer("/hook", Answer(status=500))
     hook_id = _anonymous_hook(receiver.url())
-    helpers.call_action("webhook_ping", id=hook_id)
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    admin = factories.SysadminWithToken()
+    as_admin = Browser(app, {"Authorization": admin["token"]})
     for url in ("/webhooks", "/webhooks/" + hook_id,
-                "/webhooks/{}/delete".format(hook_id)):
-        body = app.get(url).body
+                "/webhooks/{}/delete".format(hook_id),
+                "/webhooks/{}/edit".format(hook_id),
+                "/webhooks/{}/deliveries/{}".format(hook_id, message_id),
+                "/ckan-admin/webhooks"):
+        page = as_admin.get(url)
+        assert page.status_code == 200, url
+        body = page.body
         parser = _Forms()
         parser.feed(body)
         posting = [f for f in parser.forms if f["method"] == "post"]
@@ -346,14 +438,50 @@ def test_every_form_has_the_csrf_token_and_every_input_a_label(app,
 
 def test_copy_buttons_stay_hidden_without_javascript(app):
     hook_id = _anonymous_hook()
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
     body = app.get("/webhooks/" + hook_id).body
-    buttons = re.findall(r"<button[^>]*data-webhooks-copy[^>]*>", body)
+    buttons = re.findall(r"<button[^>]*data-webhooks-copy=[^>]*>", body)
     assert len(buttons) == 2
-    assert all(" hidden" in b for b in buttons)
-    assert re.search(r'<script src="[^"]*/ckanext-webhooks/copy\.js"', body)
+    id_buttons = re.findall(r"<button[^>]*data-webhooks-copy-text=[^>]*>",
+                            body)
+    assert len(id_buttons) == 1 and message_id in id_buttons[0]
+    assert all(" hidden" in b for b in buttons + id_buttons)
+    for script in ("copy.js", "live.js"):
+        assert re.search(r'<script src="[^"]*/ckanext-webhooks/{}\?v='
+                         .format(re.escape(script)), body), script
+    assert re.search(r'<link rel="stylesheet" href="[^"]*/ckanext-webhooks/'
+                     r'webhooks\.css\?v=', body)
+
+
+def test_the_secret_is_hidden_until_revealed(app):
+    """A <details> hides it without JavaScript; the receiver snippet,
+    which holds it too, is folded away as well."""
+    hook_id = _anonymous_hook()
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    body = app.get("/webhooks/" + hook_id).body
+    for details in ("webhooks-secret", "webhooks-receiver"):
+        block = re.search(r'<details id="{}"[^>]*>(.*?)</details>'.format(
+            details), body, re.S)
+        assert block, details
+        assert not re.search(r'<details id="{}"[^>]*\bopen\b'.format(details),
+                             body)
+        assert "<summary" in block.group(1)
+    outside = re.sub(r"<details.*?</details>", "", body, flags=re.S)
+    assert secret not in html.unescape(outside)
+    assert 'data-webhooks-copy="field-secret"' in re.search(
+        r'<details id="webhooks-secret".*?</details>', body, re.S).group(0)
 
 
 # --- /webhooks/<id> ----------------------------------------------------------
+
+def _delivery_row(page, message_id: str) -> list[str]:
+    """The cells of one row of the deliveries table, as text."""
+    row = re.search(r'<tr[^>]*data-message-id="{}".*?</tr>'.format(
+        re.escape(message_id)), page.body, re.S)
+    assert row, "{} is not in the deliveries table".format(message_id)
+    return [_text(c) for c in
+            re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
+
 
 def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
                                                        run_jobs):
@@ -370,34 +498,73 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     secret = re.search(r'<input id="field-secret"[^>]*>', page.body).group(0)
     assert "readonly" in secret
     assert _input_value(page, "field-secret") == hook["secret"]
-    assert '<label class="form-label" for="field-secret">' in page.body
+    assert re.search(r'<label class="form-label[^"]*" for="field-secret">',
+                     page.body)
     assert 'data-webhooks-copy="field-secret"' in page.body
     assert "1 succeeded, 0 failed, 0 pending" in page.body
 
-    row = re.search(r"<tr[^>]*>\s*<td><code[^>]*>{}</code>.*?</tr>"
-                    .format(ping_id), page.body, re.S)
-    assert row, "the ping is not in the deliveries table"
-    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip() for c in
-             re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
+    cells = _delivery_row(page, ping_id)
+    # the message id is shortened, in full on hover and on its own page
+    assert cells[0].startswith(ping_id[:12] + "…")
+    assert 'title="{}"'.format(ping_id) in page.body
+    assert 'href="/webhooks/{}/deliveries/{}"'.format(hook_id, ping_id) \
+        in page.body
     assert cells[1] == "webhook/ping"
     assert cells[2].startswith("Succeeded")
-    assert cells[3] == "204"
-    assert cells[4] == "1"
+    assert re.fullmatch(r"204 \(\d+ ms\) 1 attempt", cells[3]), cells[3]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[4]), cells[4]
+    assert cells[5] == "Deliver again"
     # the buttons
-    for action in ("ping", "rotate"):
+    for action in ("ping", "rotate", "disable"):
         assert 'action="/webhooks/{}/{}"'.format(hook_id, action) in page.body
-    assert 'href="/webhooks/{}/delete"'.format(hook_id) in page.body
+    for link in ("delete", "edit"):
+        assert 'href="/webhooks/{}/{}"'.format(hook_id, link) in page.body
     # the page holds a secret: no cache may keep it
     assert "no-store" in page.headers["Cache-Control"]
 
 
-def test_unknown_ids_are_404(app):
+def test_every_time_on_the_pages_has_one_format(app, receiver, run_jobs):
+    receiver.answer("/hook", Answer(status=503))
+    hook_id = _anonymous_hook(receiver.url())
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    helpers.call_action("webhook_rotate_secret", id=hook_id)
+    user = factories.UserWithToken()
+    helpers.call_action("webhook_create", context={"user": user["name"]},
+                        topic="dataset/create", address=ADDRESS)
+    pages = [app.get("/webhooks/" + hook_id).body,
+             Browser(app, {"Authorization": user["token"]})
+             .get("/webhooks").body]
+    times = [t for body in pages for t in re.findall(
+        r'<time datetime="([^"]+)">([^<]*)</time>', body)]
+    # created, last attempt, next attempt, the old secret's end; the list
+    assert len(times) >= 5
+    for moment, text in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", moment), moment
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), text
+        assert text[:10] == moment[:10]
+    for body in pages:
+        # no time in CKAN's other formats ("December 1, 2026, 21:48 (UTC)")
+        assert not re.search(r"(January|February|March|April|May|June|July|"
+                             r"August|September|October|November|December)"
+                             r" \d", body)
+
+
+def test_unknown_ids_are_404_with_the_way_back(app):
+    hook_id = _anonymous_hook()
     for url in ("/webhooks/no-such-hook", "/webhooks/no-such-hook/delete",
+                "/webhooks/no-such-hook/edit",
+                "/webhooks/no-such-hook/deliveries/msg_1",
                 "/webhooks/" + "x" * 500):
         response = app.get(url)
         assert response.status_code == 404, url
         assert "Webhook not found" in response.body
-    hook_id = _anonymous_hook()
+        assert re.search(r'<a [^>]*href="/webhooks">Back to Webhooks</a>',
+                         response.body), url
+    response = app.get("/webhooks/{}/deliveries/msg_none".format(hook_id))
+    assert response.status_code == 404
+    assert "Delivery not found" in response.body
+    assert 'href="/webhooks"' in response.body
     helpers.call_action("webhook_delete", id=hook_id)
     assert app.get("/webhooks/" + hook_id).status_code == 404
 
@@ -406,9 +573,11 @@ def test_buttons_of_an_unknown_hook_are_404(app):
     browser = Browser(app)
     page = browser.get("/webhooks")
     token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
-    for action in ("ping", "rotate", "delete"):
-        response = browser.post("/webhooks/no-such-hook/" + action,
-                                {"_csrf_token": token.group(1)})
+    for action in ("ping", "test", "rotate", "delete", "edit", "disable",
+                   "enable", "recover", "deliveries/msg_1/redeliver"):
+        response = browser.post("/webhooks/no-such-hook/" + action, {
+            "_csrf_token": token.group(1), "topic": "dataset/create",
+            "since": "2026-01-01T00:00"})
         assert response.status_code == 404, action
 
 
@@ -424,6 +593,15 @@ def test_pending_hook_explains_the_challenge(app, receiver):
     assert "webhook/verify" in explanation
     assert "exactly the token" in explanation
     assert '{"challenge": "TOKEN"}' in explanation
+    # what it says to press is on the page: the ping button sends the
+    # challenge again; nothing offers to redeliver while it is pending
+    assert "Send the challenge again" in explanation
+    button = re.search(r'<button[^>]*id="webhook-ping"[^>]*>([^<]*)</button>',
+                       page.body)
+    assert button.group(1) == "Send the challenge again"
+    assert "Deliver again" not in page.body and "Retry now" not in page.body
+    # the page refreshes itself until the receiver has answered
+    assert 'data-webhooks-busy="true"' in page.body
 
 
 def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
@@ -475,7 +653,7 @@ def test_open_by_id_goes_to_the_hook_page(app):
 
     browser = Browser(app)
     posted = browser.submit(browser.get("/webhooks"), "/webhooks",
-                            topic="dataset/create", address=ADDRESS)
+                            topics=["dataset/create"], address=ADDRESS)
     assert posted.status_code == 200
     token = re.search(r'name="_csrf_token" value="([^"]+)"', posted.body)
     by_post = browser.post("/webhooks/open", {"id": hook_id,
@@ -564,11 +742,19 @@ def test_delete_asks_first_and_deletes_on_confirmation(app):
 def test_a_get_never_changes_anything(app):
     hook_id = _anonymous_hook()
     before = helpers.call_action("webhook_show", id=hook_id)
-    for action in ("ping", "rotate"):
-        response = app.get("/webhooks/{}/{}".format(hook_id, action))
-        assert response.status_code in (404, 405)
+    for action in ("ping", "test", "rotate", "disable", "enable", "recover",
+                   "deliveries/msg_1/redeliver"):
+        response = app.get("/webhooks/{}/{}".format(hook_id, action),
+                           query_string={"topic": "dataset/create",
+                                         "since": "2026-01-01T00:00"})
+        assert response.status_code in (404, 405), action
+    for page in ("edit", "delete"):
+        assert app.get("/webhooks/{}/{}".format(hook_id, page),
+                       query_string={"address": "http://example.org/x",
+                                     "topics": "dataset/update"}) \
+            .status_code == 200
     after = helpers.call_action("webhook_show", id=hook_id)
-    assert after["secret"] == before["secret"]
+    assert after == before
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
 
 
@@ -580,10 +766,10 @@ def test_logged_in_users_see_only_their_own_hooks(app):
     as_alice = Browser(app, {"Authorization": alice["token"]})
     as_bob = Browser(app, {"Authorization": bob["token"]})
     alices = _hook_id_from(as_alice.submit(
-        as_alice.get("/webhooks"), "/webhooks", topic="dataset/create",
+        as_alice.get("/webhooks"), "/webhooks", topics=["dataset/create"],
         address="http://example.com/alice"))
     bobs = _hook_id_from(as_bob.submit(
-        as_bob.get("/webhooks"), "/webhooks", topic="resource/*",
+        as_bob.get("/webhooks"), "/webhooks", topics=["resource/*"],
         address="http://example.com/bob"))
     anonymous = _anonymous_hook("http://example.com/anyone")
 
@@ -627,7 +813,7 @@ def test_the_anonymous_page_never_lists_hooks(app):
                                topic="dataset/create", address=ADDRESS)]
     browser = Browser(app)
     created = _hook_id_from(browser.submit(
-        browser.get("/webhooks"), "/webhooks", topic="dataset/create",
+        browser.get("/webhooks"), "/webhooks", topics=["dataset/create"],
         address=ADDRESS))
     page = browser.get("/webhooks")
     assert "Your webhooks" not in page.body
@@ -642,7 +828,8 @@ def test_the_catalog_template_holds_every_message_of_the_pages():
     package = Path(__file__).resolve().parent.parent
     with open(package / "i18n" / "ckanext-webhooks.pot", "rb") as f:
         catalog = {m.id for m in read_po(f) if m.id}
-    sources = [("python", package / "views.py")] + [
+    sources = [("python", package / name) for name in (
+        "views.py", "helpers.py", "health.py")] + [
         ("ckan.lib.extract.extract_ckan", template)
         for template in sorted((package / "templates").rglob("*.html"))]
     messages = {message for method, path in sources
@@ -650,4 +837,4 @@ def test_the_catalog_template_holds_every_message_of_the_pages():
                 in extract_from_file(method, str(path))}
     assert messages, "nothing was extracted"
     missing = messages - catalog
-    assert not missing, "not in the .pot: {}".format(sorted(missing))
+    assert not missing, "not in the .pot: {}".format(sorted(missing, key=str))
