@@ -821,6 +821,104 @@ def test_the_anonymous_page_never_lists_hooks(app):
         assert hook_id not in page.body
 
 
+# --- subscribe where the data is ---------------------------------------------
+
+def test_dataset_organization_and_group_pages_link_to_a_webhook(app):
+    org = factories.Organization()
+    group = factories.Group()
+    dataset = factories.Dataset(owner_org=org["id"],
+                                groups=[{"id": group["id"]}])
+    for url, kind, name in (
+            ("/dataset/" + dataset["name"], "dataset", dataset["name"]),
+            ("/organization/" + org["name"], "organization", org["name"]),
+            ("/organization/about/" + org["name"], "organization",
+             org["name"]),
+            ("/group/" + group["name"], "group", group["name"]),
+            ("/group/about/" + group["name"], "group", group["name"])):
+        page = app.get(url)
+        assert page.status_code == 200, url
+        link = re.search(r'<a [^>]*href="(/webhooks\?[^"]*)"', page.body)
+        assert link, url
+        assert html.unescape(link.group(1)) == "/webhooks?{}={}#create" \
+            .format(kind, name), url
+        # it leads to the form with the filter filled in
+        form = app.get(html.unescape(link.group(1)).split("#")[0])
+        assert _input_value(form, "field-" + kind) == name
+
+
+def test_the_dashboard_leads_to_ones_own_webhooks(app):
+    user = factories.UserWithToken()
+    page = Browser(app, {"Authorization": user["token"]}).get(
+        "/dashboard/datasets")
+    assert page.status_code == 200
+    tab = re.search(r'<a [^>]*href="/webhooks"[^>]*>.*?</a>', page.body,
+                    re.S)
+    assert tab and "My Webhooks" in tab.group(0)
+
+
+# --- /ckan-admin/webhooks ----------------------------------------------------
+
+def test_the_admin_page_is_for_sysadmins_only(app):
+    user = factories.UserWithToken()
+    assert app.get("/ckan-admin/webhooks").status_code == 403
+    assert Browser(app, {"Authorization": user["token"]}).get(
+        "/ckan-admin/webhooks").status_code == 403
+    admin = factories.SysadminWithToken()
+    page = Browser(app, {"Authorization": admin["token"]}).get("/ckan-admin")
+    # a tab among CKAN's own admin pages
+    assert re.search(r'<a [^>]*href="/ckan-admin/webhooks"', page.body)
+
+
+def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
+                                                         run_jobs):
+    user = factories.User()
+    receiver.answer("/failing", *[Answer(status=500)] * 3)
+    failing = helpers.call_action("webhook_create",
+                                  context={"user": user["name"]},
+                                  topic="resource/*",
+                                  address=receiver.url("/failing"))
+    anonymous = _anonymous_hook(receiver.url("/fine"))
+    for hook_id in (failing, anonymous):
+        helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    admin = factories.SysadminWithToken()
+    page = Browser(app, {"Authorization": admin["token"]}).get(
+        "/ckan-admin/webhooks")
+    assert page.status_code == 200
+    assert "no-store" in page.headers["Cache-Control"]
+    rows = {hook_id: _text(row) for hook_id, row in re.findall(
+        r'<tr class="webhooks-admin-hook" data-hook-id="([^"]+)">(.*?)</tr>',
+        page.body, re.S)}
+    assert set(rows) == {failing, anonymous}
+    assert "0 succeeded, 0 failed, 1 pending" in rows[failing]
+    assert "Failing since" in rows[failing]
+    assert "Anything happens to a resource" in rows[failing]
+    assert "1 succeeded, 0 failed, 0 pending" in rows[anonymous]
+    assert "Active" in rows[anonymous]
+    for hook_id in (failing, anonymous):
+        assert 'href="/webhooks/{}"'.format(hook_id) in page.body
+        assert 'action="/webhooks/{}/disable"'.format(hook_id) in page.body
+        assert 'href="/webhooks/{}/delete?next=admin"'.format(hook_id) \
+            in page.body
+    # the queue: the failing ping waits for its retry
+    queue = _text(re.search(r'<dl class="row webhooks-queue">.*?</dl>',
+                            page.body, re.S).group(0))
+    assert "Pending messages 1 (0 due now)" in queue
+    assert "Events waiting for fan-out 0" in queue
+
+
+def test_deleting_from_the_admin_page_returns_to_it(app):
+    hook_id = _anonymous_hook()
+    admin = factories.SysadminWithToken()
+    browser = Browser(app, {"Authorization": admin["token"]})
+    confirm = browser.get("/webhooks/{}/delete?next=admin".format(hook_id))
+    assert 'href="/ckan-admin/webhooks"' in confirm.body  # Cancel
+    page = browser.submit(confirm, "/webhooks/{}/delete".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert any("The webhook was deleted" in f for f in _flashes(page))
+    assert hook_id not in _hook_ids()
+
+
 # --- translations ------------------------------------------------------------
 
 def test_the_catalog_template_holds_every_message_of_the_pages():
