@@ -124,20 +124,35 @@ def _answer_the_challenge(got) -> Answer:
     return Answer(204)
 
 
-def _reload_until(page, selector: str, text: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        if text in page.inner_text(selector):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("{!r} never showed in {}".format(
-                text, selector))
-        time.sleep(0.5)
-        page.reload()
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def _no_sideways_scrolling(page, where: str) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], (
+        "{} is {} px wide at {} px".format(where, width,
+                                           page.viewport_size["width"]))
+
+
+def _mark_the_document(page) -> None:
+    """A marker that a reload or a navigation would lose."""
+    page.evaluate("window.webhooksTestMarker = 'still here'")
+
+
+def _not_reloaded(page) -> bool:
+    return page.evaluate("window.webhooksTestMarker") == "still here"
 
 
 def _flash_text(page) -> str:
     return page.inner_text(".flash-messages")
+
+
+def _wait_for_text(page, selector: str, text: str, timeout: float = 30):
+    page.wait_for_function(
+        "([selector, text]) => { const e = document.querySelector(selector);"
+        " return e && e.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout * 1000)
 
 
 def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
@@ -149,41 +164,58 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     # the index: the form, filled in as a visitor would
     page.goto(portal + "/webhooks")
     assert page.title().startswith("Webhooks")
-    assert page.locator("label[for=field-topic]").inner_text().endswith(
-        "When")
-    page.select_option("#field-topic", label="A dataset is created")
+    page.check("#field-topic-dataset-create")
     page.fill("#field-address", receiver.url())
     _shoot(page, shots / "index.png")
 
-    # a mistake first: shown beside its field, with what was typed kept
+    # mistakes first: all of them in one round, beside their fields and on
+    # top, with what was typed kept
+    page.uncheck("#field-topic-dataset-create")
     page.fill("#field-address", "receiver.example")
     page.click("#webhook-create-form button[type=submit]")
     page.wait_for_load_state()
+    summary = page.locator(".webhooks-error-summary")
+    assert summary.is_visible()
+    lines = summary.locator("li").all_inner_texts()
+    assert lines[0] == "Events: Choose an event"
+    assert lines[1].startswith("Send to:")
+    assert page.locator("#field-topics .error-block").inner_text() == \
+        "Choose an event"
     address = page.locator(".form-group:has(#field-address)")
     assert address.locator(".error-block").is_visible()
     assert page.input_value("#field-address") == "receiver.example"
-    assert page.input_value("#field-topic") == "dataset/create"
-    _shoot(page, tmp_path / "index-with-errors.png")
+    # the summary's links lead to the fields
+    summary.locator("a[href='#field-address']").click()
+    assert page.url.endswith("#field-address")
+    _shoot(page, shots / "index-with-errors.png")
 
+    page.check("#field-topic-dataset-create")
     page.fill("#field-address", receiver.url())
     page.click("#webhook-create-form button[type=submit]")
 
-    # the hook's page; the hook turns active once the receiver echoes the
-    # challenge of its webhook/verify delivery
+    # the hook's page; it turns active once the receiver echoes the
+    # challenge of its webhook/verify delivery, without a reload
     page.wait_for_url(re.compile(r".*/webhooks/[A-Za-z0-9_-]{22,}$"))
     hook_id = page.url.rsplit("/", 1)[1]
+    _mark_the_document(page)
     assert "Webhook created" in _flash_text(page)
-    secret = page.input_value("#field-secret")
-    assert secret.startswith("whsec_")
     assert page.input_value("#field-hook-id") == hook_id
     assert "A dataset is created" in page.inner_text("h1")
-
+    _wait_for_text(page, ".webhooks-status", "Active")
+    _wait_for_text(page, ".webhooks-deliveries", "Succeeded")
+    assert _not_reloaded(page)
     verify = receiver.wait_for(1, path="/hook", timeout=30)
-    assert verify, "the worker never sent the verification"
-    assert verify[0].verify(secret)["type"] == "webhook/verify"
-    _reload_until(page, ".webhooks-status", "Active")
+    # once active, the buttons that need an active hook are there
+    _wait_for_text(page, ".webhooks-actions", "Send a ping")
 
-    # the Copy button works with JavaScript (it is hidden without)
+    # the secret is hidden until revealed, then copied with a button
+    secret_input = page.locator("#field-secret")
+    assert not secret_input.is_visible()
+    page.click("#webhooks-secret summary")
+    assert secret_input.is_visible()
+    secret = page.input_value("#field-secret")
+    assert secret.startswith("whsec_")
+    assert verify[0].verify(secret)["type"] == "webhook/verify"
     page.context.grant_permissions(["clipboard-read", "clipboard-write"],
                                    origin=portal)
     copy = page.locator("button[data-webhooks-copy=field-secret]")
@@ -191,10 +223,14 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     copy.click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
 
-    # ping: a signed webhook/ping reaches the receiver
+    # ping: queued in the background, its outcome shows without a reload
     page.click("#webhook-ping")
-    page.wait_for_url(portal + "/webhooks/" + hook_id)
-    assert "Ping queued" in _flash_text(page)
+    _wait_for_text(page, ".flash-messages", "Ping queued")
+    _wait_for_text(page, ".webhooks-statistics", "2 succeeded")
+    row = page.locator("tr.webhooks-delivery", has_text="webhook/ping")
+    _wait_for_text(page, ".webhooks-deliveries", "webhook/ping")
+    assert "Succeeded" in row.inner_text()
+    assert _not_reloaded(page)
     deadline = time.monotonic() + 30
     pings = []
     while not pings and time.monotonic() < deadline:
@@ -202,14 +238,35 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
                  if json.loads(r.body)["type"] == "webhook/ping"]
     assert pings, "the ping never arrived"
     payload = pings[0].verify(secret)
-    assert payload["type"] == "webhook/ping"
     assert payload["data"] == {}
     assert payload["hook_id"] == hook_id
     assert payload["site_url"] == portal
-    _reload_until(page, ".webhooks-statistics", "2 succeeded")
+
+    # a message id is shortened; its copy button copies the whole id
+    message_id = row.get_attribute("data-message-id")
+    assert row.locator("code.webhooks-id").inner_text() == \
+        message_id[:12] + "…"
+    row.locator("button.webhooks-copy-id").click()
+    assert page.evaluate("navigator.clipboard.readText()") == message_id
+    page.evaluate("document.querySelector('#webhooks-secret').open = false")
     _shoot(page, shots / "hook.png")
 
+    # a phone: nothing scrolls sideways, the content comes before the
+    # buttons
+    page.set_viewport_size(PHONE)
+    for url in ("/webhooks", "/webhooks/" + hook_id,
+                "/webhooks/{}/delete".format(hook_id)):
+        page.goto(portal + url)
+        _no_sideways_scrolling(page, url)
+    page.goto(portal + "/webhooks/" + hook_id)
+    content = page.locator(".webhooks-deliveries").bounding_box()
+    buttons = page.locator(".webhooks-actions").bounding_box()
+    assert content["y"] + content["height"] <= buttons["y"]
+    _shoot(page, shots / "hook-phone.png")
+    page.set_viewport_size(DESKTOP)
+
     # delete: a confirmation first, then the index with a flash
+    page.goto(portal + "/webhooks/" + hook_id)
     page.click("#webhook-delete")
     page.wait_for_url(portal + "/webhooks/" + hook_id + "/delete")
     assert "Delete this webhook?" in page.inner_text("h1")
@@ -222,3 +279,6 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
         helpers.call_action("webhook_show", id=hook_id)
     response = page.goto(portal + "/webhooks/" + hook_id)
     assert response.status == 404
+    # the 404 page leads back
+    page.click("text=Back to Webhooks")
+    page.wait_for_url(portal + "/webhooks")
