@@ -20,6 +20,7 @@ from ckanext.webhooks.logic import schema
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 # message ids are shown as their first characters; the rest is on hover/copy
 SHORT_ID_LENGTH = 12
+DISABLED_BY_OWNER = "disabled by its owner"  # XXX import from logic.action
 
 
 def _topic_labels() -> dict[str, str]:
@@ -110,6 +111,12 @@ def webhooks_status_class(status: Optional[str]) -> str:
     """The badge colour of a hook's status."""
     return {"active": "bg-success", "pending": "bg-warning text-dark",
             "disabled": "bg-secondary"}.get(status or "", "bg-secondary")
+
+
+def webhooks_disabled_by_owner(hook: dict[str, Any]) -> bool:
+    """Whether the hook was paused on purpose (not for failing)."""
+    return hook.get("status") == "disabled" and \
+        hook.get("status_reason") == DISABLED_BY_OWNER
 
 
 def webhooks_delivery_label(status: Optional[str]) -> str:
