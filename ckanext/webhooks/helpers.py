@@ -69,11 +69,15 @@ def webhooks_topics(hook: Optional[dict[str, Any]] = None) -> list[str]:
     return list(topics)
 
 
+# up to this many events are named in a hook's title, more are counted
+TITLE_TOPICS = 3
+
+
 def webhooks_hook_title(hook: dict[str, Any]) -> str:
-    """The hook in a few words: its event, or how many events it has."""
+    """The hook in a few words: its events, or how many it has."""
     topics = webhooks_topics(hook)
-    if len(topics) == 1:
-        return webhooks_topic_label(topics[0])
+    if len(topics) <= TITLE_TOPICS:
+        return ", ".join(webhooks_topic_label(t) for t in topics)
     return tk.ungettext("{n} event", "{n} events", len(topics)).format(
         n=len(topics))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import re
 import types
 from html.parser import HTMLParser
@@ -290,6 +291,21 @@ def test_every_mistake_is_shown_in_one_round_beside_its_field_and_on_top(app):
     assert '<a href="#field-address">' in page.body
     # the form can be sent again as it is: it still has its CSRF token
     assert 'name="_csrf_token"' in page.body
+
+
+def test_an_unknown_filter_is_shown_with_the_other_mistakes(app):
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks", topics=[],
+                          address="ftp://example.com/x",
+                          dataset="no-such-dataset", group="no-such-group")
+    assert _error_summary(page) == [
+        "Events: Choose an event",
+        "Send to: " + _text(re.search(r'<span class="error-block">(.*?)'
+                                      r'</span>', _field_group(
+                                          page, "field-address")).group(1)),
+        "Dataset: Dataset not found", "Group: Group not found"]
+    assert "Dataset not found" in _field_group(page, "field-dataset")
+    assert "Group not found" in _field_group(page, "field-group")
 
 
 def test_unknown_filters_are_shown_beside_their_fields(app):
@@ -756,6 +772,269 @@ def test_a_get_never_changes_anything(app):
     after = helpers.call_action("webhook_show", id=hook_id)
     assert after == before
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+
+
+# --- edit, disable, enable ---------------------------------------------------
+
+def test_edit_shows_the_hook_and_saves_what_changed(app, receiver):
+    org = factories.Organization()
+    dataset = factories.Dataset(owner_org=org["id"])
+    hook_id = _anonymous_hook(ADDRESS, topic="dataset/update",
+                              dataset=dataset["id"])
+    browser = Browser(app)
+    form = browser.get("/webhooks/{}/edit".format(hook_id))
+    assert form.status_code == 200
+    assert _checked_topics(form) == ["dataset/update"]
+    assert _input_value(form, "field-address") == ADDRESS
+    assert _input_value(form, "field-dataset") == dataset["id"]
+    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
+                     form.body)
+
+    page = browser.submit(form, "/webhooks/{}/edit".format(hook_id),
+                          topics=["dataset/update", "resource/*"],
+                          dataset="", organization=org["name"],
+                          description="  mirror for the search index ")
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any(f == "Saved." for f in _flashes(page))
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["topics"] == ["dataset/update", "resource/*"]
+    assert hook["filters"]["dataset"] is None
+    assert hook["filters"]["organization"] == org["id"]
+    assert hook["description"] == "mirror for the search index"
+    assert hook["address"] == ADDRESS and hook["status"] == "active"
+    assert "mirror for the search index" in page.body
+    assert "A dataset is updated, Anything happens to a resource" in _text(
+        re.search(r"<h1.*?</h1>", page.body, re.S).group(0))
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
+def test_a_new_address_is_verified_again(app, receiver, run_jobs):
+    receiver.always("/old", lambda got: Answer(
+        200, got.json["data"].get("challenge", "").encode()))
+    hook_id = _anonymous_hook(receiver.url("/old"))
+    run_jobs()
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/{}/edit".format(hook_id)),
+                          "/webhooks/{}/edit".format(hook_id),
+                          address=receiver.url("/new"))
+    assert any("verification challenge" in f for f in _flashes(page))
+    assert "Waiting for verification" in page.body
+    run_jobs()
+    [challenge] = receiver.on("/new")
+    assert challenge.json["type"] == "webhook/verify"
+
+
+def test_edit_shows_every_mistake_and_changes_nothing(app):
+    hook_id = _anonymous_hook()
+    before = helpers.call_action("webhook_show", id=hook_id)
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/{}/edit".format(hook_id)),
+                          "/webhooks/{}/edit".format(hook_id), topics=[],
+                          address="ftp://example.com/x",
+                          group="no-such-group", description="x" * 201)
+    assert page.status_code == 200
+    assert page.request.path == "/webhooks/{}/edit".format(hook_id)
+    summary = _error_summary(page)
+    assert [line.split(":")[0] for line in summary] == [
+        "Events", "Send to", "Group", "Description"]
+    assert summary[0] == "Events: Choose an event"
+    assert "Group not found" in _field_group(page, "field-group")
+    assert "error-block" in _field_group(page, "field-description")
+    # what was typed is kept
+    assert _input_value(page, "field-address") == "ftp://example.com/x"
+    assert _input_value(page, "field-group") == "no-such-group"
+    assert helpers.call_action("webhook_show", id=hook_id) == before
+
+
+def test_disable_and_enable_buttons(app):
+    hook_id = _anonymous_hook()
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/disable".format(hook_id))
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any("The webhook is disabled" in f for f in _flashes(page))
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["status"] == "disabled"
+    alert = _text(re.search(r'<div class="alert alert-danger webhooks-disabled'
+                            r'.*?</div>', page.body, re.S).group(0))
+    assert "disabled by its owner" in alert
+    # a hook its owner paused gets no pings: the button is gone
+    assert 'id="webhook-ping"' not in page.body
+    assert 'action="/webhooks/{}/disable"'.format(hook_id) not in page.body
+
+    page = browser.submit(page, "/webhooks/{}/enable".format(hook_id))
+    assert any("The webhook is enabled again" in f for f in _flashes(page))
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+    assert "webhooks-disabled" not in page.body
+
+
+def test_the_admin_page_disables_and_enables(app):
+    hook_id = _anonymous_hook()
+    admin = factories.SysadminWithToken()
+    browser = Browser(app, {"Authorization": admin["token"]})
+    page = browser.submit(browser.get("/ckan-admin/webhooks"),
+                          "/webhooks/{}/disable".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "disabled"
+    page = browser.submit(page, "/webhooks/{}/enable".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+
+
+# --- test events, retry now, recover ----------------------------------------
+
+def test_send_a_test_event_of_a_chosen_type(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url(), topic="dataset/*")
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    offered = re.findall(r'<option value="([^"]+)"', re.search(
+        r'<select id="field-test-topic".*?</select>', page.body,
+        re.S).group(0))
+    assert offered == ["dataset/create", "dataset/update", "dataset/delete"]
+    page = browser.submit(page, "/webhooks/{}/test".format(hook_id),
+                          topic="dataset/update")
+    assert any("Test event dataset/update queued" in f
+               for f in _flashes(page))
+    run_jobs()
+    [got] = receiver.wait_for(1)
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    payload = got.verify(secret)
+    assert payload["type"] == "dataset/update" and payload["test"] is True
+    page = browser.get("/webhooks/" + hook_id)
+    cells = _delivery_row(page, got.headers["webhook-id"])
+    assert cells[1] == "dataset/update Test"
+
+
+def test_a_test_event_the_hook_does_not_get_is_a_message(app):
+    hook_id = _anonymous_hook(topic="dataset/create")
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/test".format(hook_id),
+                          topic="resource/delete")
+    assert page.request.path == "/webhooks/" + hook_id
+    [flash] = _flashes(page)
+    assert "dataset/create" in flash  # the types it does get
+    assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+
+
+def test_retry_now_attempts_a_pending_delivery_at_once(app, receiver,
+                                                       run_jobs):
+    receiver.answer("/hook", Answer(status=503))
+    hook_id = _anonymous_hook(receiver.url())
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    [pending] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert pending["status"] == "pending" and pending["next_attempt"]
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    cells = _delivery_row(page, message_id)
+    assert cells[2].startswith("Pending") and "Next attempt" in cells[2]
+    assert cells[5] == "Retry now"
+    # the page keeps itself up to date while a delivery is pending
+    assert 'data-webhooks-busy="true"' in page.body
+    page = browser.submit(page, "/deliveries/{}/redeliver".format(message_id))
+    assert any("will be delivered again now" in f for f in _flashes(page))
+    run_jobs()
+    got = receiver.wait_for(2)
+    assert [r.headers["webhook-id"] for r in got] == [message_id] * 2
+    page = browser.get("/webhooks/" + hook_id)
+    assert _delivery_row(page, message_id)[2].startswith("Succeeded")
+    assert 'data-webhooks-busy="false"' in page.body
+
+
+def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400), Answer(status=400))
+    failed = [helpers.call_action("webhook_ping", id=hook_id)
+              for _ in range(2)]
+    run_jobs()
+    assert {d["status"] for d in helpers.call_action(
+        "webhook_delivery_list", id=hook_id)} == {"failed"}
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    since = _input_value(page, "field-recover-since")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", since)
+    assert "Recover failed deliveries since (UTC)" in page.body
+    page = browser.submit(page, "/webhooks/{}/recover".format(hook_id))
+    assert any("2 failed deliveries will be delivered again" in f
+               for f in _flashes(page))
+    run_jobs()
+    again = [r.headers["webhook-id"] for r in receiver.wait_for(4)][2:]
+    assert sorted(again) == sorted(failed)
+    # asked again at once: the action's limit, as a message
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
+    page = browser.post("/webhooks/{}/recover".format(hook_id), {
+        "_csrf_token": token.group(1), "since": "2000-01-01T00:00"})
+    [flash] = _flashes(page)
+    assert "try again in" in flash
+
+
+def test_recover_needs_a_time(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400))
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/recover".format(hook_id), since="")
+    assert _flashes(page) == ["Enter a date and time to recover from"]
+
+
+# --- /webhooks/<id>/deliveries/<id> ------------------------------------------
+
+def test_a_delivery_page_shows_the_payload_and_every_attempt(app, receiver,
+                                                             run_jobs):
+    receiver.answer("/hook", Answer(status=500, body=b"receiver broke"),
+                    Answer(status=200, body=b'{"ok": true}'))
+    hook_id = _anonymous_hook(receiver.url())
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    helpers.call_action("webhook_redeliver", id=hook_id,
+                        delivery_id=message_id)
+    run_jobs()
+    browser = Browser(app)
+    hook_page = browser.get("/webhooks/" + hook_id)
+    link = "/webhooks/{}/deliveries/{}".format(hook_id, message_id)
+    assert 'href="{}"'.format(link) in hook_page.body
+    page = browser.get(link)
+    assert page.status_code == 200
+    assert "no-store" in page.headers["Cache-Control"]
+    assert "Delivery of webhook/ping" in page.body
+    assert '<code class="webhooks-id-full">{}</code>'.format(message_id) \
+        in page.body
+    payload = html.unescape(re.search(
+        r'<pre class="webhooks-body webhooks-payload[^"]*"><code>(.*?)'
+        r'</code></pre>', page.body, re.S).group(1))
+    sent = receiver.wait_for(2)[-1].json
+    assert json.loads(payload) == sent
+    rows = [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r'<tr class="webhooks-attempt">(.*?)</tr>',
+                                  page.body, re.S)]
+    assert len(rows) == 2
+    assert rows[0][0] == "1" and rows[0][3] == "500"
+    assert "receiver broke" in rows[0][5]
+    assert rows[1][3] == "200" and '{"ok": true}' in rows[1][5]
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row[1])
+        assert re.fullmatch(r"\d+ ms", row[2])
+    # deliver it again from its own page, and come back to it
+    page = browser.submit(page, link + "/redeliver")
+    assert page.request.path == link
+    assert any("will be delivered again" in f for f in _flashes(page))
+
+
+def test_a_delivery_of_another_hook_is_not_found(app):
+    mine = _anonymous_hook()
+    other = _anonymous_hook("http://example.org/other")
+    message_id = helpers.call_action("webhook_ping", id=other)
+    response = app.get("/webhooks/{}/deliveries/{}".format(mine, message_id))
+    assert response.status_code == 404
+    assert "Delivery not found" in response.body
 
 
 # --- whose hooks are listed --------------------------------------------------
