@@ -21,8 +21,11 @@ from ckanext.webhooks.model import utcnow
 
 log = logging.getLogger(__name__)
 
-# a worker whose last heartbeat is older than this is not listed
-WORKER_RECENT = datetime.timedelta(minutes=10)
+# A running worker reports to Redis at least once a sweep interval (60 s by
+# default) while it waits for jobs. Redis keeps a killed worker's record for
+# RQ's worker TTL (7 minutes), so older reports are counted apart: killed,
+# or busy with one long job.
+WORKER_RECENT = datetime.timedelta(minutes=2)
 
 _MESSAGES = sa.text("""
     SELECT count(*) AS pending,
@@ -63,30 +66,34 @@ def event_counts(now: Optional[datetime.datetime] = None) -> dict[str, Any]:
 
 
 def workers_seen(now: Optional[datetime.datetime] = None
-                 ) -> Optional[list[dict[str, Any]]]:
-    """The workers of the webhooks queue that reported to Redis in the last
-    WORKER_RECENT; None when Redis cannot be asked."""
+                 ) -> Optional[dict[str, Any]]:
+    """The workers of the webhooks queue: ``seen`` (those that reported to
+    Redis in the last WORKER_RECENT) and ``silent`` (how many others Redis
+    still lists); None when Redis cannot be asked."""
     import rq
     from ckan.lib import jobs as ckan_jobs
     now = now or utcnow()
     try:
         queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
         workers = rq.Worker.all(connection=queue.connection, queue=queue)
+        listed = [(worker, worker.get_state()) for worker in workers]
     except redis.exceptions.RedisError as e:
         log.warning("webhooks: could not list the workers (%s)", e)
         return None
-    seen = []
-    for worker in workers:
+    seen, silent = [], 0
+    for worker, state in listed:
         heartbeat = getattr(worker, "last_heartbeat", None)
         if heartbeat is not None and heartbeat.tzinfo is not None:
             heartbeat = heartbeat.astimezone(datetime.timezone.utc) \
                 .replace(tzinfo=None)
-        if heartbeat is not None and now - heartbeat > WORKER_RECENT:
+        if heartbeat is None or now - heartbeat > WORKER_RECENT:
+            silent += 1
             continue
         seen.append({"name": worker.name, "hostname": worker.hostname,
-                     "pid": worker.pid, "state": worker.get_state(),
+                     "pid": worker.pid, "state": state,
                      "last_heartbeat": heartbeat})
-    return sorted(seen, key=lambda w: w["name"])
+    return {"seen": sorted(seen, key=lambda w: w["name"]),
+            "silent": silent}
 
 
 def queue_health() -> dict[str, Any]:

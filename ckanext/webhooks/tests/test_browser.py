@@ -282,3 +282,165 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     # the 404 page leads back
     page.click("text=Back to Webhooks")
     page.wait_for_url(portal + "/webhooks")
+
+
+def _answer_until_told(failing: dict):
+    """Answers the challenge; 503 to anything else while failing["now"]."""
+    def answer(got) -> Answer:
+        message = got.json
+        if message["type"] == "webhook/verify":
+            return Answer(200, message["data"]["challenge"].encode())
+        if failing["now"]:
+            return Answer(503, b"down for maintenance")
+        return Answer(200, b'{"received": true}')
+    return answer
+
+
+def _active_hook(portal: str, receiver, **data) -> str:
+    """A hook created through the API whose receiver answered."""
+    import requests
+    data.setdefault("topics", ["dataset/*"])
+    hook_id = requests.post(portal + "/api/3/action/webhook_create", json=dict(
+        data, address=receiver.url()), timeout=10).json()["result"]
+    deadline = time.monotonic() + 30
+    while helpers.call_action("webhook_show", id=hook_id)["status"] \
+            != "active":
+        assert time.monotonic() < deadline, "the hook was never verified"
+        time.sleep(0.3)
+    return hook_id
+
+
+def test_edit_test_events_retry_and_delivery_pages_in_a_browser(
+        portal, browser_page, receiver, tmp_path):
+    page = browser_page
+    shots = _screenshots(tmp_path)
+    failing = {"now": True}
+    receiver.always("/hook", _answer_until_told(failing))
+    hook_id = _active_hook(portal, receiver, description="Search index")
+    hook_page = portal + "/webhooks/" + hook_id
+
+    # edit: the form shows the hook; a second event and a description
+    page.goto(hook_page)
+    page.click("#webhook-edit")
+    page.wait_for_url(hook_page + "/edit")
+    assert page.is_checked("#field-topic-dataset-all")
+    assert page.input_value("#field-description") == "Search index"
+    page.check("#field-topic-resource-create")
+    page.fill("#field-description", "Search index and the resource checker")
+    _shoot(page, shots / "edit.png")
+    page.click("#webhook-edit-form button[name=save]")
+    page.wait_for_url(hook_page)
+    assert "Saved." in _flash_text(page)
+    assert "Anything happens to a dataset, A resource is created" in \
+        page.inner_text("h1")
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["topics"] == ["dataset/*", "resource/create"]
+
+    # a test event: the receiver is down, the delivery waits for a retry;
+    # all of it shows without a reload
+    _mark_the_document(page)
+    page.select_option("#field-test-topic", "resource/create")
+    page.click("#webhook-test")
+    _wait_for_text(page, ".flash-messages", "Test event resource/create")
+    _wait_for_text(page, ".webhooks-deliveries", "Retry now")
+    row = page.locator("tr.webhooks-delivery", has_text="resource/create")
+    assert "Test" in row.inner_text() and "Pending" in row.inner_text()
+    assert "503" in row.inner_text()
+
+    # the receiver is back: "Retry now" delivers at once, without a reload
+    failing["now"] = False
+    row.locator("button.webhooks-retry").click()
+    _wait_for_text(page, ".flash-messages", "will be delivered again now")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('tr.webhooks-delivery')]"
+        ".some(r => r.innerText.includes('resource/create')"
+        " && r.innerText.includes('Succeeded'))", timeout=30000)
+    assert _not_reloaded(page)
+    tested = [r for r in receiver.on("/hook")
+              if r.json["type"] == "resource/create"]
+    assert len(tested) == 2 and tested[-1].json["test"] is True
+    _shoot(page, shots / "hook-after-retry.png")
+
+    # the delivery's own page: the payload as sent and both attempts
+    message_id = row.get_attribute("data-message-id")
+    row.locator("a").first.click()
+    page.wait_for_url("{}/deliveries/{}".format(hook_page, message_id))
+    assert page.inner_text("code.webhooks-id-full") == message_id
+    attempts = page.locator("tr.webhooks-attempt")
+    assert attempts.count() == 2
+    assert "503" in attempts.nth(0).inner_text()
+    assert "200" in attempts.nth(1).inner_text()
+    attempts.nth(0).locator("summary").click()
+    assert "down for maintenance" in attempts.nth(0).inner_text()
+    payload = json.loads(page.inner_text(".webhooks-payload"))
+    assert payload == tested[-1].json
+    _shoot(page, shots / "delivery.png")
+    page.set_viewport_size(PHONE)
+    _no_sideways_scrolling(page, "the delivery page")
+    page.set_viewport_size(DESKTOP)
+
+    # disable and enable, in place
+    page.goto(hook_page)
+    _mark_the_document(page)
+    page.click("#webhook-disable")
+    _wait_for_text(page, ".webhooks-status", "Disabled")
+    assert "disabled by its owner" in page.inner_text(".webhooks-disabled")
+    assert page.locator("#webhook-ping").count() == 0
+    page.click("#webhook-enable")
+    _wait_for_text(page, ".webhooks-status", "Active")
+    assert page.locator("#webhook-ping").count() == 1
+    assert _not_reloaded(page)
+
+
+def test_recover_and_the_admin_page_in_a_browser(portal, browser_page,
+                                                 receiver, tmp_path):
+    page = browser_page
+    shots = _screenshots(tmp_path)
+    receiver.always("/hook", lambda got: Answer(
+        200, got.json["data"]["challenge"].encode())
+        if got.json["type"] == "webhook/verify" else Answer(400))
+    hook_id = _active_hook(portal, receiver, topics=["dataset/create"])
+    import requests
+    for _ in range(2):
+        requests.post(portal + "/api/3/action/webhook_ping",
+                      json={"id": hook_id}, timeout=10)
+    deadline = time.monotonic() + 30
+    while helpers.call_action("webhook_show", id=hook_id)[
+            "deliveries"]["failed"] < 2:
+        assert time.monotonic() < deadline, "the pings never failed"
+        time.sleep(0.3)
+
+    # recover: from "failing since", the two failed pings go again
+    receiver.always("/hook", lambda got: Answer(204))
+    page.goto(portal + "/webhooks/" + hook_id)
+    assert page.input_value("#field-recover-since")
+    page.click("#webhook-recover")
+    _wait_for_text(page, ".flash-messages",
+                   "2 failed deliveries will be delivered again")
+    _wait_for_text(page, ".webhooks-statistics", "3 succeeded, 0 failed")
+
+    # the admin page: a sysadmin logs in
+    from ckan.tests import factories
+    factories.Sysadmin(name="pagesadmin", password="correct-horse-1")
+    page.goto(portal + "/user/login")
+    page.fill("#field-login", "pagesadmin")
+    page.fill("#field-password", "correct-horse-1")
+    page.click("form:has(#field-login) button[type=submit]")
+    page.wait_for_load_state()
+    page.goto(portal + "/ckan-admin")
+    page.click("a[href='/ckan-admin/webhooks']")
+    page.wait_for_url(portal + "/ckan-admin/webhooks")
+    row = page.locator("tr.webhooks-admin-hook[data-hook-id='{}']".format(
+        hook_id))
+    assert "3 succeeded, 0 failed, 0 pending" in row.inner_text()
+    queue = page.inner_text(".webhooks-queue")
+    assert "Pending messages" in queue and "Workers seen" in queue
+    _shoot(page, shots / "admin.png")
+    row.locator("button", has_text="Disable").click()
+    page.wait_for_url(portal + "/ckan-admin/webhooks")
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "disabled"
+    page.set_viewport_size(PHONE)
+    page.reload()
+    _no_sideways_scrolling(page, "the admin page")
+    page.set_viewport_size(DESKTOP)

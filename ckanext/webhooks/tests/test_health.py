@@ -58,20 +58,21 @@ def test_events_waiting_for_fan_out():
 
 def test_workers_seen_recently(no_workers):
     from ckanext.webhooks.worker import WebhooksWorker
-    assert health.workers_seen() == []
+    assert health.workers_seen() == {"seen": [], "silent": 0}
     worker = WebhooksWorker()
     worker.register_birth()
     try:
         worker.heartbeat()
         seen = health.workers_seen()
-        assert [w["name"] for w in seen] == [worker.name]
-        assert seen[0]["pid"] == worker.pid
-        # an hour without a heartbeat: no longer "seen recently"
-        later = utcnow() + datetime.timedelta(hours=1)
-        assert health.workers_seen(later) == []
+        assert [w["name"] for w in seen["seen"]] == [worker.name]
+        assert seen["seen"][0]["pid"] == worker.pid
+        assert seen["silent"] == 0
+        # five minutes without a heartbeat: still registered, not seen
+        later = utcnow() + datetime.timedelta(minutes=5)
+        assert health.workers_seen(later) == {"seen": [], "silent": 1}
     finally:
         worker.register_death()
-    assert health.workers_seen() == []
+    assert health.workers_seen() == {"seen": [], "silent": 0}
 
 
 def test_the_admin_page_names_the_workers(app, no_workers):
