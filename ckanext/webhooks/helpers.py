@@ -136,6 +136,17 @@ def webhooks_delivery_class(status: Optional[str]) -> str:
             "pending": "text-body-secondary"}.get(status or "", "")
 
 
+def webhooks_worker_state(state: Optional[str]) -> str:
+    """What an RQ worker is doing, as the admin page says it."""
+    name = str(getattr(state, "value", state) or "")  # RQ 2: an enum
+    return {
+        "idle": tk._("waiting for jobs"),
+        "busy": tk._("delivering"),
+        "started": tk._("starting"),
+        "suspended": tk._("suspended"),
+    }.get(name, name)
+
+
 def webhooks_filter_label(name: str) -> str:
     return {
         "dataset": tk._("Dataset"),
@@ -151,7 +162,8 @@ def webhooks_time(value: Any) -> Markup:
     text = tk.h.render_datetime(value, TIME_FORMAT) if value else ""
     if not text:
         return Markup("&mdash;")
-    moment = str(value)
+    moment = value.isoformat() if hasattr(value, "isoformat") \
+        else str(value)
     if "+" not in moment[10:] and not moment.endswith("Z"):
         moment += "Z"  # the actions give naive UTC
     return Markup('<time datetime="{}">{}</time>').format(moment, text)
