@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Hook
+from ckanext.webhooks.model import Delivery, Hook
 from ckanext.webhooks.tests.receiver import Answer
 
 ADDRESS = "http://example.com/callback"
@@ -972,6 +972,32 @@ def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
         "_csrf_token": token.group(1), "since": "2000-01-01T00:00"})
     [flash] = _flashes(page)
     assert "try again in" in flash
+
+
+@pytest.mark.ckan_config("ckan.display_timezone", "America/New_York")
+def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
+                                                         run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400), Answer(status=400))
+    early, late = [helpers.call_action("webhook_ping", id=hook_id)
+                   for _ in range(2)]
+    run_jobs()
+    for message_id, created in ((early, "2026-01-01 04:30"),
+                                (late, "2026-01-01 05:30")):
+        model.Session.query(Delivery).filter(Delivery.id == message_id) \
+            .update({"created": datetime.datetime.fromisoformat(created)})
+    model.Session.commit()
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    assert re.search(r"Recover failed deliveries since \(E[SD]T\)", page.body)
+    # midnight in New York is 05:00 UTC: only the later one is recovered
+    page = browser.submit(page, "/webhooks/{}/recover".format(hook_id),
+                          since="2026-01-01T00:00")
+    assert any("1 failed delivery will be delivered again" in f
+               for f in _flashes(page))
+    run_jobs()
+    assert [r.headers["webhook-id"] for r in receiver.wait_for(3)][2:] \
+        == [late]
 
 
 def test_recover_needs_a_time(app, receiver, run_jobs):
