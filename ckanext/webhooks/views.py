@@ -18,14 +18,15 @@ from werkzeug.exceptions import NotFound
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import health
+from ckanext.webhooks.model import FILTER_NAMES as FILTERS
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 webhooks_admin = Blueprint("webhooks_admin", __name__,
                            url_prefix="/ckan-admin/webhooks")
 
-FILTERS = ("dataset", "organization", "group", "resource")
 # the fields of the create and edit forms, in the order they are shown
-HOOK_FIELDS = ("topics", "address") + FILTERS + ("description",)
+TEXT_FIELDS = ("address",) + FILTERS + ("description",)
+HOOK_FIELDS = ("topics",) + TEXT_FIELDS
 RECENT_DELIVERIES = 20
 ADMIN_PAGE_SIZE = 50
 # the datetime-local input of the recover form
@@ -113,9 +114,8 @@ def _error_summary(errors: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 def _hook_form() -> dict[str, Any]:
     """What the create and edit forms sent."""
-    data: dict[str, Any] = {
-        name: request.form.get(name, "").strip()
-        for name in ("address",) + FILTERS + ("description",)}
+    data: dict[str, Any] = {name: request.form.get(name, "").strip()
+                            for name in TEXT_FIELDS}
     data["topics"] = [t for t in request.form.getlist("topics") if t]
     return data
 
@@ -169,8 +169,8 @@ def _create_data(data: dict[str, Any]) -> dict[str, Any]:
     # one topic goes as `topic`, the way the first API took it
     created: dict[str, Any] = {"topic": topics[0]} if len(topics) == 1 \
         else {"topics": topics}
-    created.update({name: data[name] for name in ("address",) + FILTERS
-                    + ("description",) if data[name]})
+    created.update({name: data[name] for name in TEXT_FIELDS
+                    if data[name]})
     created.setdefault("address", "")
     return created
 
@@ -479,15 +479,10 @@ def delete(id: str):
 
 @webhooks_admin.before_request
 def _sysadmins_only() -> None:
+    # it lists hook ids: CKAN marks it private, never publicly cacheable
     request.environ["__no_cache__"] = True
     if not getattr(tk.current_user, "sysadmin", False):
         tk.abort(403, tk._("Need to be system administrator to administer"))
-
-
-@webhooks_admin.after_request
-def _admin_private_headers(response):
-    response.cache_control.no_store = True
-    return response
 
 
 @webhooks_admin.route("", endpoint="index")
