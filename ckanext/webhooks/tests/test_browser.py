@@ -98,7 +98,11 @@ def browser_page(tmp_path):
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(20000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             yield page
+            # the pages' scripts never fail
+            assert errors == []
         finally:
             context.close()
 

@@ -85,8 +85,9 @@
     schedule();
   }
 
+  // a tab in the background polls too: it stops after POLL_FOR anyway
   function poll() {
-    if (document.hidden || sending) { schedule(); return; }
+    if (sending) { schedule(); return; }
     window.fetch(window.location.pathname + window.location.search, {
       credentials: "same-origin", headers: {"Accept": "text/html"}
     }).then(function (response) {
@@ -136,8 +137,9 @@
         }
       });
     }).catch(function () {
-      form.removeAttribute("data-webhooks-async");
-      form.submit();  // the network failed: let the browser try
+      // no answer: show the page as it is now (the form may or may not
+      // have arrived, so it is not sent again)
+      window.location.reload();
     }).then(function () {
       sending = false;
       setDisabled(form, false);
