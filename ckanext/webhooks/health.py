@@ -21,11 +21,12 @@ from ckanext.webhooks.model import utcnow
 
 log = logging.getLogger(__name__)
 
-# A running worker reports to Redis at least once a sweep interval (60 s by
-# default) while it waits for jobs. Redis keeps a killed worker's record for
-# RQ's worker TTL (7 minutes), so older reports are counted apart: killed,
-# or busy with one long job.
-WORKER_RECENT = datetime.timedelta(minutes=2)
+# A running worker's RQ loop reports to Redis (a heartbeat) at least every
+# worker TTL - 15 seconds while it waits for jobs, and Redis forgets a worker
+# 60 seconds after its TTL runs out: a worker killed without a word is listed
+# that long. A worker that has not reported for longer is counted apart.
+def _recent(worker: Any) -> datetime.timedelta:
+    return datetime.timedelta(seconds=worker.worker_ttl + 60)
 
 _MESSAGES = sa.text("""
     SELECT count(*) AS pending,
@@ -67,9 +68,10 @@ def event_counts(now: Optional[datetime.datetime] = None) -> dict[str, Any]:
 
 def workers_seen(now: Optional[datetime.datetime] = None
                  ) -> Optional[dict[str, Any]]:
-    """The workers of the webhooks queue: ``seen`` (those that reported to
-    Redis in the last WORKER_RECENT) and ``silent`` (how many others Redis
-    still lists); None when Redis cannot be asked."""
+    """The workers of the webhooks queue as Redis knows them: ``seen``
+    (those whose last report is recent enough for a running worker) and
+    ``silent`` (how many others Redis still lists); None when Redis cannot
+    be asked. A worker delivers while Redis is down, unseen here."""
     import rq
     from ckan.lib import jobs as ckan_jobs
     now = now or utcnow()
@@ -86,7 +88,7 @@ def workers_seen(now: Optional[datetime.datetime] = None
         if heartbeat is not None and heartbeat.tzinfo is not None:
             heartbeat = heartbeat.astimezone(datetime.timezone.utc) \
                 .replace(tzinfo=None)
-        if heartbeat is None or now - heartbeat > WORKER_RECENT:
+        if heartbeat is None or now - heartbeat > _recent(worker):
             silent += 1
             continue
         seen.append({"name": worker.name, "hostname": worker.hostname,

@@ -15,12 +15,12 @@ import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import __version__
 from ckanext.webhooks.logic import schema
+from ckanext.webhooks.logic.action import DISABLED_BY_OWNER
 
 # one format for every time on the pages, in ckan.display_timezone
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 # message ids are shown as their first characters; the rest is on hover/copy
 SHORT_ID_LENGTH = 12
-DISABLED_BY_OWNER = "disabled by its owner"  # XXX import from logic.action
 
 
 def _topic_labels() -> dict[str, str]:
@@ -97,10 +97,10 @@ def webhooks_topic_choices() -> list[dict[str, Any]]:
 def webhooks_test_topics(hook: dict[str, Any]) -> list[str]:
     """The event types a test delivery of this hook may have: its topics,
     wildcards spelt out."""
-    chosen = set(webhooks_topics(hook))
+    chosen = webhooks_topics(hook)
     return [topic for topic in schema.TOPICS
-            if not topic.endswith("/*") and (
-                topic in chosen or topic.split("/")[0] + "/*" in chosen)]
+            if not schema.is_wildcard(topic)
+            and schema.matches(chosen, topic)]
 
 
 def webhooks_status_label(status: Optional[str]) -> str:

@@ -50,8 +50,6 @@ def _field_labels() -> dict[str, str]:
 @webhooks.before_request
 def _require_csrf_token() -> None:
     """CSRF on every POST of these pages, whatever ignore_extensions says."""
-    # the pages show secrets: never let a shared cache keep them
-    request.environ["__no_cache__"] = True
     if request.method != "POST":
         return
     if not current_app.config.get("WTF_CSRF_ENABLED"):
@@ -64,9 +62,9 @@ def _require_csrf_token() -> None:
 
 
 @webhooks.after_request
-def _private_headers(response):
-    response.cache_control.no_store = True
-    # hook ids in page addresses must not leak to other sites
+def _same_origin_referrer(response):
+    # hook ids in page addresses must not leak to other sites (no-store and
+    # the framing headers of every webhooks page: response_headers.py)
     response.headers["Referrer-Policy"] = "same-origin"
     return response
 
@@ -165,13 +163,8 @@ def _index_page(data: Optional[dict[str, Any]] = None,
 
 def _create_data(data: dict[str, Any]) -> dict[str, Any]:
     """webhook_create's input from the form: empty fields left out."""
-    topics = data["topics"]
-    # one topic goes as `topic`, the way the first API took it
-    created: dict[str, Any] = {"topic": topics[0]} if len(topics) == 1 \
-        else {"topics": topics}
-    created.update({name: data[name] for name in TEXT_FIELDS
-                    if data[name]})
-    created.setdefault("address", "")
+    created = {name: data[name] for name in TEXT_FIELDS if data[name]}
+    created.update(topics=data["topics"], address=data["address"])
     return created
 
 
@@ -479,8 +472,6 @@ def delete(id: str):
 
 @webhooks_admin.before_request
 def _sysadmins_only() -> None:
-    # it lists hook ids: CKAN marks it private, never publicly cacheable
-    request.environ["__no_cache__"] = True
     if not getattr(tk.current_user, "sysadmin", False):
         tk.abort(403, tk._("Need to be system administrator to administer"))
 

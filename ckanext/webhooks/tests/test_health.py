@@ -67,8 +67,10 @@ def test_workers_seen_recently(no_workers):
         assert [w["name"] for w in seen["seen"]] == [worker.name]
         assert seen["seen"][0]["pid"] == worker.pid
         assert seen["silent"] == 0
-        # five minutes without a heartbeat: still registered, not seen
-        later = utcnow() + datetime.timedelta(minutes=5)
+        # longer without a report than a running worker would be: still
+        # registered, not seen
+        later = utcnow() + datetime.timedelta(
+            seconds=worker.worker_ttl + 120)
         assert health.workers_seen(later) == {"seen": [], "silent": 1}
     finally:
         worker.register_death()
