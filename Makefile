@@ -8,6 +8,7 @@
 #   make test-matrix the suite on CKAN 2.10.11, 2.11.6 and 2.12.0, one after another
 #   make bench      the benchmarks (BENCH_SIZE=smoke for a short run)
 #   make demo       a local CKAN with the extension, a worker and a demo receiver
+#                   (installs CKAN and the extension only, not the test tools)
 #   make clean      remove .venv and .demo
 
 PYTHON ?= python3
@@ -33,15 +34,20 @@ BIN := $(VENV)/bin
 # one stamp per CKAN version: changing CKAN_VERSION reinstalls
 STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 
-.PHONY: venv services browser test test-matrix bench demo clean
+# the demo needs CKAN, the extension and scripts/demo-requirements.txt only
+DEMO_STAMP := $(VENV)/.demo-installed-$(CKAN_VERSION)
+
+.PHONY: venv demo-venv build-tools services browser test test-matrix bench demo clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py dev-requirements.txt browser-requirements.txt
-	@# CKAN pins psycopg2, built from source: it needs pg_config and a C compiler
+# CKAN pins psycopg2, built from source: it needs pg_config and a C compiler
+build-tools:
 	@command -v pg_config >/dev/null && command -v gcc >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq libpq-dev gcc </dev/null; }
+
+$(STAMP): pyproject.toml setup.py dev-requirements.txt browser-requirements.txt | build-tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# pip may warn "Location ... is ignored" for configured extra indexes: harmless
 	$(BIN)/python -m pip install --disable-pip-version-check \
@@ -78,8 +84,19 @@ test-matrix:
 bench: venv services
 	bench/run --size $(BENCH_SIZE)
 
-demo: venv services
-	VENV=$(VENV) bash scripts/demo.sh
+demo-venv: $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml setup.py scripts/demo-requirements.txt | build-tools
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check \
+		"ckan[requirements]==$(CKAN_VERSION)" -r scripts/demo-requirements.txt -e .
+	rm -f $(VENV)/.demo-installed-*
+	touch $@
+
+# exec: Ctrl-C and `kill -TERM` reach the demo script itself, which stops
+# every process it started
+demo: demo-venv services
+	VENV=$(VENV) exec bash scripts/demo.sh
 
 clean:
 	rm -rf .venv .venv-* .demo .test-*.ini .test-storage

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # `make demo`: a local CKAN with ckanext-webhooks, its delivery worker and a demo
 # receiver that verifies signatures. Everything it writes lives in .demo/.
-# Expects the venv (`make venv`) and services (`make services`); `make demo`
-# sees to both. DEMO_EXIT_AFTER_START=1 stops everything once it is up.
+# Expects the venv and services; `make demo` sees to both.
+#
+# Ctrl-C or a TERM stops CKAN, the worker and the receiver (each runs in a
+# session of its own, and the traps below stop those sessions).
+# DEMO_EXIT_AFTER_START=1 stops everything once it is up. DEMO_PORT,
+# DEMO_RECEIVER_PORT and DEMO_DIR move it (the tests use them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BIN=$ROOT/${VENV:-.venv}/bin
-DEMO=$ROOT/.demo
+case ${VENV:=.venv} in
+    /*) BIN=$VENV/bin ;;
+    *) BIN=$ROOT/$VENV/bin ;;
+esac
+DEMO=${DEMO_DIR:-$ROOT/.demo}
 INI=$DEMO/demo.ini
-CKAN_URL=http://127.0.0.1:5000
-RECEIVER_PORT=8765
+SHOWN=${DEMO#"$ROOT"/}  # as the messages below name it
+CKAN_PORT=${DEMO_PORT:-5000}
+CKAN_URL=http://127.0.0.1:$CKAN_PORT
+RECEIVER_PORT=${DEMO_RECEIVER_PORT:-8765}
 ADMIN_PASSWORD=demo-admin-pass
 
 say() { printf '\n==> %s\n' "$*"; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 5000 $RECEIVER_PORT; do
+for port in "$CKAN_PORT" "$RECEIVER_PORT"; do
     if port_in_use "$port"; then
         echo "demo: 127.0.0.1:$port is already in use (another demo still running?)" >&2
         exit 1
@@ -39,6 +48,7 @@ fi
 sed -e "s|@SECRET_KEY@|$SECRET_KEY|" \
     -e "s|@WTF_CSRF_SECRET_KEY@|$WTF_CSRF_SECRET_KEY|" \
     -e "s|@STORAGE_PATH@|$DEMO/storage|" \
+    -e "s|@SITE_URL@|$CKAN_URL|" \
     scripts/demo.ini.in > "$INI"
 echo "wrote $INI"
 
@@ -95,7 +105,7 @@ say "starting the receiver, the worker and CKAN"
 start receiver "$DEMO/receiver.log" "$BIN/python" -u -m ckanext.webhooks.demo.receiver \
     --port "$RECEIVER_PORT" --ckan-url "$CKAN_URL"
 start worker "$DEMO/worker.log" "$BIN/ckan" -c "$INI" webhooks worker
-start ckan "$DEMO/ckan.log" "$BIN/ckan" -c "$INI" run --host 127.0.0.1 --port 5000 \
+start ckan "$DEMO/ckan.log" "$BIN/ckan" -c "$INI" run --host 127.0.0.1 --port "$CKAN_PORT" \
     --disable-reloader --threaded
 
 printf 'waiting for %s/api/3/action/status_show ' "$CKAN_URL"
@@ -116,7 +126,7 @@ EOF
         fi
     done
     if [ "$i" -ge 120 ]; then
-        echo " CKAN did not answer within 60s; see .demo/ckan.log" >&2
+        echo " CKAN did not answer within 60s; see $SHOWN/ckan.log" >&2
         exit 1
     fi
     printf '.'
@@ -138,8 +148,9 @@ for _ in range(60):  # pending until the receiver echoes the challenge
         break
     time.sleep(0.5)
 else:
-    raise SystemExit("hook still pending: see .demo/worker.log")
-print("hook", hook, "is active")
+    raise SystemExit("hook still pending: see $SHOWN/worker.log")
+print("hook", hook, "is active; its page:")
+print("  $CKAN_URL/webhooks/" + hook)
 
 admin = RemoteCKAN("$CKAN_URL", apikey=open("$DEMO/admin-api-token").read().strip())
 dataset = admin.action.package_create(name="demo-%d" % time.time(),
@@ -153,17 +164,18 @@ cat <<EOF
  ckanext-webhooks demo is running (Solr is replaced by the STAND-IN plugin
  webhooks_demo_nosolr: search is empty, everything else is real CKAN)
 
-   CKAN          $CKAN_URL          (log: .demo/ckan.log)
+   CKAN          $CKAN_URL          (log: $SHOWN/ckan.log)
    pages         $CKAN_URL/webhooks
-   worker        ckan webhooks worker           (log: .demo/worker.log)
-   receiver      http://127.0.0.1:$RECEIVER_PORT/          (log: .demo/receiver.log)
+   admin page    $CKAN_URL/ckan-admin/webhooks   (log in as the sysadmin)
+   worker        ckan webhooks worker           (log: $SHOWN/worker.log)
+   receiver      http://127.0.0.1:$RECEIVER_PORT/          (log: $SHOWN/receiver.log)
    sysadmin      admin / $ADMIN_PASSWORD
    API token     $API_TOKEN
-                 (also in .demo/admin-api-token)
+                 (also in $SHOWN/admin-api-token)
 
- Try it from another terminal (saved as .demo/try.py):
+ Try it from another terminal (saved as $SHOWN/try.py):
 
-   ${VENV:-.venv}/bin/python .demo/try.py
+   ${BIN#"$ROOT"/}/python $SHOWN/try.py
 
 $(sed 's/^/   /' "$DEMO/try.py")
 

@@ -11,6 +11,7 @@ from ckanext.webhooks import response_headers, subscriptions, tables
 @tk.blanket.blueprints
 @tk.blanket.cli
 @tk.blanket.config_declarations
+@tk.blanket.helpers
 class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     p.implements(p.ITranslation)
     p.implements(p.IConfigurer)

@@ -1,81 +1,55 @@
-"""The ``webhooks`` blueprint: HTML pages under /webhooks.
+"""The pages: ``webhooks`` under /webhooks, ``webhooks_admin`` under
+/ckan-admin/webhooks.
 
-Thin views over the webhook actions. No login is needed: knowing a hook's id
-is the right to see and manage it. Every POST needs CKAN's CSRF token even
-though CKAN exempts extension blueprints by default.
+Thin views over the webhook actions. No login is needed for /webhooks:
+knowing a hook's id is the right to see and manage it. Every POST needs
+CKAN's CSRF token even though CKAN exempts extension blueprints by default.
+The admin page is for sysadmins; its buttons post to the hook's own routes.
 """
 from __future__ import annotations
 
+import datetime
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, request
+from werkzeug.exceptions import NotFound
 
 import ckan.plugins.toolkit as tk
 
+from ckanext.webhooks import health
+from ckanext.webhooks.model import FILTER_NAMES as FILTERS
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+webhooks_admin = Blueprint("webhooks_admin", __name__,
+                           url_prefix="/ckan-admin/webhooks")
 
-# fields of the create form; errors on other keys are shown above the form
-FORM_FIELDS = ("topic", "address", "dataset", "organization")
+# the fields of the create and edit forms, in the order they are shown
+TEXT_FIELDS = ("address",) + FILTERS + ("description",)
+HOOK_FIELDS = ("topics",) + TEXT_FIELDS
+RECENT_DELIVERIES = 20
+ADMIN_PAGE_SIZE = 50
+# the datetime-local input of the recover form
+SINCE_FORMAT = "%Y-%m-%dT%H:%M"
 
 
-def _topic_labels() -> dict[str, str]:
-    # a function, not a constant: the labels are translated per request
+def _field_labels() -> dict[str, str]:
     return {
-        "dataset/create": tk._("A dataset is created"),
-        "dataset/update": tk._("A dataset is updated"),
-        "dataset/delete": tk._("A dataset is deleted"),
-        "dataset/*": tk._("Anything happens to a dataset"),
-        "resource/create": tk._("A resource is created"),
-        "resource/update": tk._("A resource is updated"),
-        "resource/delete": tk._("A resource is deleted"),
-        "resource/*": tk._("Anything happens to a resource"),
-        "organization/create": tk._("An organization is created"),
-        "organization/update": tk._("An organization is updated"),
-        "organization/delete": tk._("An organization is deleted"),
-        "organization/*": tk._("Anything happens to an organization"),
-        "group/create": tk._("A group is created"),
-        "group/update": tk._("A group is updated"),
-        "group/delete": tk._("A group is deleted"),
-        "group/*": tk._("Anything happens to a group"),
-    }
-
-
-def _status_labels() -> dict[str, str]:
-    return {
-        "pending": tk._("Waiting for verification"),
-        "active": tk._("Active"),
-        "disabled": tk._("Disabled"),
-    }
-
-
-def _delivery_labels() -> dict[str, str]:
-    return {
-        "pending": tk._("Pending"),
-        "succeeded": tk._("Succeeded"),
-        "failed": tk._("Failed"),
-    }
-
-
-def _filter_labels() -> dict[str, str]:
-    return {
+        "topics": tk._("Events"),
+        "address": tk._("Send to"),
         "dataset": tk._("Dataset"),
         "organization": tk._("Organization"),
         "group": tk._("Group"),
         "resource": tk._("Resource"),
+        "description": tk._("Description"),
+        "rate_limit": tk._("Limit"),
+        "__input": "",
     }
-
-
-def _error_labels() -> dict[str, str]:
-    return {"rate_limit": tk._("Limit"), "__input": ""}
 
 
 @webhooks.before_request
 def _require_csrf_token() -> None:
     """CSRF on every POST of these pages, whatever ignore_extensions says."""
-    # the pages show secrets: never let a shared cache keep them
-    request.environ["__no_cache__"] = True
     if request.method != "POST":
         return
     if not current_app.config.get("WTF_CSRF_ENABLED"):
@@ -88,11 +62,23 @@ def _require_csrf_token() -> None:
 
 
 @webhooks.after_request
-def _private_headers(response):
-    response.cache_control.no_store = True
-    # hook ids in page addresses must not leak to other sites
+def _same_origin_referrer(response):
+    # hook ids in page addresses must not leak to other sites (no-store and
+    # the framing headers of every webhooks page: response_headers.py)
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+@webhooks.errorhandler(NotFound)
+def _not_found_page(error: NotFound):
+    """A 404 of these pages says what was not found and leads back."""
+    return tk.render("webhooks/not_found.html", {
+        "code": 404, "name": error.name,
+        "content": error.description}), 404
+
+
+def _not_found(message: str):
+    raise NotFound(description=message)
 
 
 def _context() -> dict[str, Any]:
@@ -103,8 +89,41 @@ def _context() -> dict[str, Any]:
 
 
 def _messages(error_dict: dict[str, Any]) -> dict[str, list[str]]:
-    return {key: [str(m) for m in value] if isinstance(value, list)
-            else [str(value)] for key, value in error_dict.items()}
+    """Error messages by form field (``topic`` is the ``topics`` field)."""
+    messages: dict[str, list[str]] = {}
+    for key, value in error_dict.items():
+        field = "topics" if key == "topic" else key
+        messages.setdefault(field, []).extend(
+            [str(m) for m in value] if isinstance(value, list)
+            else [str(value)])
+    return messages
+
+
+def _error_summary(errors: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Every error of a form, labelled, in the order of the fields; those
+    of a field link to it."""
+    labels = _field_labels()
+    order = {name: i for i, name in enumerate(HOOK_FIELDS)}
+    return [{"label": labels.get(key, key), "message": " ".join(errors[key]),
+             "anchor": "field-" + key if key in order else None}
+            for key in sorted(errors,
+                              key=lambda k: order.get(k, len(order)))]
+
+
+def _hook_form() -> dict[str, Any]:
+    """What the create and edit forms sent."""
+    data: dict[str, Any] = {name: request.form.get(name, "").strip()
+                            for name in TEXT_FIELDS}
+    data["topics"] = [t for t in request.form.getlist("topics") if t]
+    return data
+
+
+def _form_errors(error_dict: dict[str, Any],
+                 data: dict[str, Any]) -> dict[str, list[str]]:
+    errors = _messages(error_dict)
+    if "topics" in errors and not data["topics"]:
+        errors["topics"] = [tk._("Choose an event")]
+    return errors
 
 
 def _own_hooks() -> Optional[list[dict[str, Any]]]:
@@ -124,26 +143,16 @@ def _index_page(data: Optional[dict[str, Any]] = None,
                 errors: Optional[dict[str, list[str]]] = None,
                 open_error: str = "", open_id: str = "",
                 status: int = 200):
-    data = data or {}
     errors = errors or {}
-    labels = _topic_labels()
-    field_errors = {k: v for k, v in errors.items() if k in FORM_FIELDS}
-    names = _error_labels()
-    error_summary = {names.get(k, k): " ".join(v) for k, v in errors.items()
-                     if k not in FORM_FIELDS}
     try:
         tk.check_access("webhook_create", _context(), {})
         can_create = True
     except tk.NotAuthorized:
         can_create = False
     page = tk.render("webhooks/index.html", {
-        "data": data,
-        "errors": field_errors,
-        "error_summary": error_summary,
-        "topic_options": [{"value": "", "text": tk._("Choose an event")}] + [
-            {"value": topic, "text": label} for topic, label in labels.items()],
-        "topic_labels": labels,
-        "status_labels": _status_labels(),
+        "data": data or {"topics": []},
+        "errors": errors,
+        "error_summary": _error_summary(errors),
         "can_create": can_create,
         "hooks": _own_hooks(),
         "open_error": open_error,
@@ -152,17 +161,32 @@ def _index_page(data: Optional[dict[str, Any]] = None,
     return page, status
 
 
+def _create_data(data: dict[str, Any]) -> dict[str, Any]:
+    """webhook_create's input from the form: empty fields left out."""
+    created = {name: data[name] for name in TEXT_FIELDS if data[name]}
+    created.update(topics=data["topics"], address=data["address"])
+    return created
+
+
 @webhooks.route("", methods=["GET", "POST"])
 def index():
-    """The create form, the open-by-id form and one's own hooks; POST creates."""
-    if request.method == "GET":
-        return _index_page()
+    """The create form, the open-by-id form and one's own hooks; POST creates.
 
-    data = {name: request.form.get(name, "").strip() for name in FORM_FIELDS}
+    ``?dataset=<name>`` (likewise organization, group, resource) fills that
+    filter in.
+    """
+    if request.method == "GET":
+        data = {name: request.args.get(name, "").strip()[:200]
+                for name in FILTERS}
+        data["topics"] = []
+        return _index_page(data)
+
+    data = _hook_form()
     try:
-        hook_id = tk.get_action("webhook_create")(_context(), dict(data))
+        hook_id = tk.get_action("webhook_create")(
+            _context(), _create_data(data))
     except tk.ValidationError as e:
-        return _index_page(data, _messages(e.error_dict))
+        return _index_page(data, _form_errors(e.error_dict, data))
     except tk.NotAuthorized as e:
         return _index_page(data, {"__input": [str(e) or tk._(
             "You are not allowed to create a webhook")]}, status=403)
@@ -170,7 +194,6 @@ def index():
         "Webhook created. Bookmark this page or keep the webhook id: you "
         "need one of them to manage the webhook later."))
     return tk.redirect_to("webhooks.read", id=hook_id)
-
 
 
 @webhooks.route("/open", methods=["GET", "POST"])
@@ -188,11 +211,23 @@ def _show(hook_id: str) -> dict[str, Any]:
         return tk.get_action("webhook_show")(_context(), {"id": hook_id})
     except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
         # unknown, deleted and malformed ids look alike
-        return tk.abort(404, tk._("Webhook not found"))
+        return _not_found(tk._("Webhook not found"))
 
 
 def _receiver_path(address: str) -> str:
     return urlsplit(address).path or "/"
+
+
+def _since_default(hook: dict[str, Any]) -> str:
+    """The recover form's starting point: when the hook began failing, or a
+    day ago, in the time zone of the pages."""
+    zone = tk.h.get_display_timezone()
+    if hook.get("failing_since"):
+        moment = datetime.datetime.fromisoformat(hook["failing_since"])
+    else:
+        moment = datetime.datetime.utcnow() - datetime.timedelta(days=1)
+    return moment.replace(tzinfo=datetime.timezone.utc).astimezone(zone) \
+        .strftime(SINCE_FORMAT)
 
 
 @webhooks.route("/<id>")
@@ -201,17 +236,16 @@ def read(id: str):
     hook = _show(id)
     try:
         deliveries = tk.get_action("webhook_delivery_list")(
-            _context(), {"id": id, "limit": 20})
+            _context(), {"id": id, "limit": RECENT_DELIVERIES})
     except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
-        return tk.abort(404, tk._("Webhook not found"))
+        return _not_found(tk._("Webhook not found"))
     return tk.render("webhooks/read.html", {
         "hook": hook,
         "deliveries": deliveries,
-        "topic_labels": _topic_labels(),
-        "status_labels": _status_labels(),
-        "delivery_labels": _delivery_labels(),
-        "filter_labels": _filter_labels(),
+        "busy": hook["status"] == "pending" or any(
+            d["status"] == "pending" for d in deliveries),
         "receiver_path": _receiver_path(hook["address"]),
+        "since_default": _since_default(hook),
         "pending_hours": max(1, round(
             tk.config.get("ckanext.webhooks.pending_ttl") / 3600)),
     })
@@ -221,17 +255,126 @@ def _act(action: str, hook_id: str, **extra: Any) -> Any:
     """Call an action on a hook; unknown hooks are a 404."""
     try:
         return tk.get_action(action)(_context(), dict(extra, id=hook_id))
-    except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
-        return tk.abort(404, tk._("Webhook not found"))
+    except (tk.ObjectNotFound, tk.NotAuthorized):
+        return _not_found(tk._("Webhook not found"))
+
+
+def _act_or_flash(action: str, hook_id: str, **extra: Any) -> Any:
+    """Call an action on a hook; bad input is flashed, None returned."""
+    try:
+        return _act(action, hook_id, **extra)
+    except tk.ValidationError as e:
+        _show(hook_id)  # a malformed id is a 404, not a message
+        tk.h.flash_error(" ".join(
+            " ".join(messages) for messages in
+            _messages(e.error_dict).values()))
+        return None
+
+
+def _back_to(hook_id: str):
+    """The hook's page, or the admin page the button was pressed on."""
+    if request.values.get("next") == "admin":
+        return tk.redirect_to("webhooks_admin.index")
+    return tk.redirect_to("webhooks.read", id=hook_id)
+
+
+def _differs(new: Any, old: Any) -> bool:
+    if isinstance(new, list):
+        return sorted(new) != sorted(old or [])
+    return new != (old or "")
+
+
+@webhooks.route("/<id>/edit", methods=["GET", "POST"])
+def edit(id: str):
+    """The edit form; POST changes what changed."""
+    hook = _show(id)
+    current = dict(hook.get("filters") or {}, address=hook["address"],
+                   description=hook.get("description") or "",
+                   topics=tk.h.webhooks_topics(hook))
+    if request.method == "GET":
+        return tk.render("webhooks/edit.html", {
+            "hook": hook, "data": current, "errors": {},
+            "error_summary": {}})
+
+    data = _hook_form()
+    # only what changed: an unchanged filter is not judged again
+    changes = {name: data[name] for name in HOOK_FIELDS
+               if _differs(data[name], current.get(name))}
+    try:
+        if changes:
+            tk.get_action("webhook_update")(_context(), dict(changes, id=id))
+    except tk.ValidationError as e:
+        errors = _form_errors(e.error_dict, data)
+        return tk.render("webhooks/edit.html", {
+            "hook": hook, "data": data, "errors": errors,
+            "error_summary": _error_summary(errors)})
+    except (tk.ObjectNotFound, tk.NotAuthorized):
+        return _not_found(tk._("Webhook not found"))
+    if "address" in changes and \
+            tk.config.get("ckanext.webhooks.verify_intent"):
+        tk.h.flash_success(tk._(
+            "Saved. The new address was sent a verification challenge: the "
+            "webhook gets events again once it answers."))
+    else:
+        tk.h.flash_success(tk._("Saved."))
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/disable", methods=["POST"])
+def disable(id: str):
+    """Pause the hook: it gets no events until it is enabled again."""
+    if _act_or_flash("webhook_update", id, enabled=False) is not None:
+        tk.h.flash_success(tk._(
+            "The webhook is disabled: it gets no events until you enable "
+            "it again."))
+    return _back_to(id)
+
+
+@webhooks.route("/<id>/enable", methods=["POST"])
+def enable(id: str):
+    """Resume a disabled hook."""
+    hook = _act_or_flash("webhook_update", id, enabled=True)
+    if hook is not None and hook.get("status") == "pending":
+        tk.h.flash_success(tk._(
+            "The webhook is enabled, and waits for its receiver to answer "
+            "the verification challenge."))
+    elif hook is not None:
+        tk.h.flash_success(tk._("The webhook is enabled again."))
+    return _back_to(id)
 
 
 @webhooks.route("/<id>/ping", methods=["POST"])
 def ping(id: str):
-    """Send a webhook/ping delivery."""
-    message_id = _act("webhook_ping", id)
-    tk.h.flash_success(tk._(
-        "Ping queued as message {0}. Reload this page to see how the "
-        "delivery went.").format(message_id))
+    """Send a webhook/ping delivery (or, to a pending hook, the challenge)."""
+    hook = _show(id)
+    message_id = _act_or_flash("webhook_ping", id)
+    if message_id is None:
+        pass
+    elif hook["status"] == "pending":
+        tk.h.flash_success(tk._(
+            "This webhook is waiting for verification, so it gets no pings: "
+            "its verification challenge ({0}) is sent again instead, at "
+            "most once every 10 minutes.").format(message_id))
+    else:
+        tk.h.flash_success(tk._(
+            "Ping queued as message {0}; its outcome shows under Recent "
+            "deliveries.").format(message_id))
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/test", methods=["POST"])
+def send_test(id: str):
+    """Send a test delivery of one event type, with example data."""
+    topic = request.form.get("topic", "").strip()
+    if not topic:
+        _show(id)
+        tk.h.flash_error(tk._("Choose an event"))
+        return tk.redirect_to("webhooks.read", id=id)
+    message_id = _act_or_flash("webhook_ping", id, topic=topic)
+    if message_id is not None:
+        tk.h.flash_success(tk._(
+            "Test event {0} queued as message {1}; its body says "
+            '"test": true.').format(topic, message_id))
     return tk.redirect_to("webhooks.read", id=id)
 
 
@@ -246,18 +389,69 @@ def rotate(id: str):
     return tk.redirect_to("webhooks.read", id=id)
 
 
+def _since_from_form(value: str) -> Optional[str]:
+    """The recover form's local time as ISO 8601 with its offset."""
+    try:
+        moment = datetime.datetime.strptime(value.strip(), SINCE_FORMAT)
+    except ValueError:
+        return None
+    zone = tk.h.get_display_timezone()
+    localize = getattr(zone, "localize", None)  # pytz zones
+    moment = localize(moment) if localize else moment.replace(tzinfo=zone)
+    return moment.isoformat()
+
+
+@webhooks.route("/<id>/recover", methods=["POST"])
+def recover(id: str):
+    """Deliver again every failed delivery since a time."""
+    since = _since_from_form(request.form.get("since", ""))
+    if since is None:
+        _show(id)
+        tk.h.flash_error(tk._("Enter a date and time to recover from"))
+        return tk.redirect_to("webhooks.read", id=id)
+    count = _act_or_flash("webhook_recover", id, since=since)
+    if count is not None:
+        tk.h.flash_success(tk.ungettext(
+            "{n} failed delivery will be delivered again.",
+            "{n} failed deliveries will be delivered again.",
+            count).format(n=count))
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/deliveries/<delivery_id>")
+def delivery(id: str, delivery_id: str):
+    """One delivery: its payload as sent and every attempt."""
+    hook = _show(id)
+    try:
+        shown = tk.get_action("webhook_delivery_show")(
+            _context(), {"id": id, "delivery_id": delivery_id})
+    except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
+        return _not_found(tk._("Delivery not found"))
+    return tk.render("webhooks/delivery.html", {
+        "hook": hook, "delivery": shown,
+        "busy": shown["status"] == "pending"})
+
+
 @webhooks.route("/<id>/deliveries/<delivery_id>/redeliver",
                 methods=["POST"])
 def redeliver(id: str, delivery_id: str):
-    """Deliver a message again, with the same message id."""
+    """Deliver a message again, with the same message id; a pending one is
+    attempted now."""
     _show(id)
     try:
         tk.get_action("webhook_redeliver")(
             _context(), {"id": id, "delivery_id": delivery_id})
-    except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
-        return tk.abort(404, tk._("Delivery not found"))
-    tk.h.flash_success(tk._("Message {0} will be delivered again.").format(
-        delivery_id))
+    except (tk.ObjectNotFound, tk.NotAuthorized):
+        return _not_found(tk._("Delivery not found"))
+    except tk.ValidationError as e:
+        tk.h.flash_error(" ".join(" ".join(m) for m in
+                                  _messages(e.error_dict).values()))
+    else:
+        tk.h.flash_success(tk._(
+            "Message {0} will be delivered again now.").format(delivery_id))
+    if request.form.get("next") == "delivery":
+        return tk.redirect_to("webhooks.delivery", id=id,
+                              delivery_id=delivery_id)
     return tk.redirect_to("webhooks.read", id=id)
 
 
@@ -265,9 +459,36 @@ def redeliver(id: str, delivery_id: str):
 def delete(id: str):
     """GET asks to confirm; POST deletes."""
     if request.method == "GET":
-        hook = _show(id)
         return tk.render("webhooks/confirm_delete.html", {
-            "hook": hook, "topic_labels": _topic_labels()})
+            "hook": _show(id), "next": request.args.get("next", "")})
     _act("webhook_delete", id)
     tk.h.flash_success(tk._("The webhook was deleted."))
+    if request.values.get("next") == "admin":
+        return tk.redirect_to("webhooks_admin.index")
     return tk.redirect_to("webhooks.index")
+
+
+# --- /ckan-admin/webhooks ----------------------------------------------------
+
+@webhooks_admin.before_request
+def _sysadmins_only() -> None:
+    if not getattr(tk.current_user, "sysadmin", False):
+        tk.abort(403, tk._("Need to be system administrator to administer"))
+
+
+@webhooks_admin.route("", endpoint="index")
+def admin_index():
+    """Every hook with its health, and the queue's health."""
+    try:
+        page = max(1, int(request.args.get("page", 1)))
+    except ValueError:
+        page = 1
+    hooks = tk.get_action("webhook_list")(_context(), {
+        "limit": ADMIN_PAGE_SIZE + 1,
+        "offset": (page - 1) * ADMIN_PAGE_SIZE})
+    return tk.render("webhooks/admin.html", {
+        "hooks": hooks[:ADMIN_PAGE_SIZE],
+        "page": page,
+        "has_next": len(hooks) > ADMIN_PAGE_SIZE,
+        "queue": health.queue_health(),
+    })

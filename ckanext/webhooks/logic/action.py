@@ -192,6 +192,28 @@ def _checked(address: Optional[str], filters: dict[str, Any],
     return resolved
 
 
+def _with_every_error(error: tk.ValidationError, data_dict: Any,
+                      viewers: Iterable[Optional[model.User]],
+                      old_address: Optional[str] = None
+                      ) -> tk.ValidationError:
+    """``error`` of the schema, with the address and the filters judged too
+    (unless they are among its fields), so a form shows every mistake in
+    one round instead of one kind after another."""
+    if not isinstance(data_dict, dict):
+        return error
+    errors = dict(error.error_dict)
+    given = {name: value for name, value in data_dict.items()
+             if name in schema.FILTERS + ("address",) and name not in errors
+             and isinstance(value, str) and value.strip()}
+    address = given.pop("address", None)
+    try:
+        _checked(address if address != old_address else None, given,
+                 viewers)
+    except tk.ValidationError as more:
+        errors.update(more.error_dict)
+    return tk.ValidationError(errors)
+
+
 def _check_new_address_limits(address: str,
                               user: Optional[model.User],
                               hook_id: Optional[str] = None) -> None:
@@ -298,7 +320,10 @@ def webhook_create(context, data_dict) -> str:
     :rtype: string
     """
     tk.check_access("webhook_create", context, data_dict)
-    data = schema.load(schema.HookCreateSchema, data_dict)
+    try:
+        data = schema.load(schema.HookCreateSchema, data_dict)
+    except tk.ValidationError as e:
+        raise _with_every_error(e, data_dict, [_caller(context)])
     user = _caller(context)
     filters = _checked(data["address"], data, [user])
     _check_new_address_limits(data["address"], user)
@@ -385,7 +410,16 @@ def webhook_update(context, data_dict) -> dict[str, Any]:
     :rtype: dictionary
     """
     tk.check_access("webhook_update", context, data_dict)
-    data = schema.load(schema.HookUpdateSchema, data_dict)
+    try:
+        data = schema.load(schema.HookUpdateSchema, data_dict)
+    except tk.ValidationError as e:
+        # the hook's owner judges the filters; a bad id is bad input only
+        hook = Hook.get(data_dict.get("id")) if isinstance(
+            data_dict, dict) and "id" not in e.error_dict else None
+        if hook is None:
+            raise
+        raise _with_every_error(e, data_dict, _caller_and_owner(
+            _caller(context), hook), hook.address)
     hook = _hook_or_404(data["id"])
     user = _caller(context)
     new_address = data["address"] \

@@ -98,7 +98,11 @@ def browser_page(tmp_path):
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(20000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             yield page
+            # the pages' scripts never fail
+            assert errors == []
         finally:
             context.close()
 
@@ -124,20 +128,35 @@ def _answer_the_challenge(got) -> Answer:
     return Answer(204)
 
 
-def _reload_until(page, selector: str, text: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        if text in page.inner_text(selector):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("{!r} never showed in {}".format(
-                text, selector))
-        time.sleep(0.5)
-        page.reload()
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def _no_sideways_scrolling(page, where: str) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], (
+        "{} is {} px wide at {} px".format(where, width,
+                                           page.viewport_size["width"]))
+
+
+def _mark_the_document(page) -> None:
+    """A marker that a reload or a navigation would lose."""
+    page.evaluate("window.webhooksTestMarker = 'still here'")
+
+
+def _not_reloaded(page) -> bool:
+    return page.evaluate("window.webhooksTestMarker") == "still here"
 
 
 def _flash_text(page) -> str:
     return page.inner_text(".flash-messages")
+
+
+def _wait_for_text(page, selector: str, text: str, timeout: float = 30):
+    page.wait_for_function(
+        "([selector, text]) => { const e = document.querySelector(selector);"
+        " return e && e.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout * 1000)
 
 
 def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
@@ -149,41 +168,58 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     # the index: the form, filled in as a visitor would
     page.goto(portal + "/webhooks")
     assert page.title().startswith("Webhooks")
-    assert page.locator("label[for=field-topic]").inner_text().endswith(
-        "When")
-    page.select_option("#field-topic", label="A dataset is created")
+    page.check("#field-topic-dataset-create")
     page.fill("#field-address", receiver.url())
     _shoot(page, shots / "index.png")
 
-    # a mistake first: shown beside its field, with what was typed kept
+    # mistakes first: all of them in one round, beside their fields and on
+    # top, with what was typed kept
+    page.uncheck("#field-topic-dataset-create")
     page.fill("#field-address", "receiver.example")
     page.click("#webhook-create-form button[type=submit]")
     page.wait_for_load_state()
+    summary = page.locator(".webhooks-error-summary")
+    assert summary.is_visible()
+    lines = summary.locator("li").all_inner_texts()
+    assert lines[0] == "Events: Choose an event"
+    assert lines[1].startswith("Send to:")
+    assert page.locator("#field-topics .error-block").inner_text() == \
+        "Choose an event"
     address = page.locator(".form-group:has(#field-address)")
     assert address.locator(".error-block").is_visible()
     assert page.input_value("#field-address") == "receiver.example"
-    assert page.input_value("#field-topic") == "dataset/create"
-    _shoot(page, tmp_path / "index-with-errors.png")
+    # the summary's links lead to the fields
+    summary.locator("a[href='#field-address']").click()
+    assert page.url.endswith("#field-address")
+    _shoot(page, shots / "index-with-errors.png")
 
+    page.check("#field-topic-dataset-create")
     page.fill("#field-address", receiver.url())
     page.click("#webhook-create-form button[type=submit]")
 
-    # the hook's page; the hook turns active once the receiver echoes the
-    # challenge of its webhook/verify delivery
+    # the hook's page; it turns active once the receiver echoes the
+    # challenge of its webhook/verify delivery, without a reload
     page.wait_for_url(re.compile(r".*/webhooks/[A-Za-z0-9_-]{22,}$"))
     hook_id = page.url.rsplit("/", 1)[1]
+    _mark_the_document(page)
     assert "Webhook created" in _flash_text(page)
-    secret = page.input_value("#field-secret")
-    assert secret.startswith("whsec_")
     assert page.input_value("#field-hook-id") == hook_id
     assert "A dataset is created" in page.inner_text("h1")
-
+    _wait_for_text(page, ".webhooks-status", "Active")
+    _wait_for_text(page, ".webhooks-deliveries", "Succeeded")
+    assert _not_reloaded(page)
     verify = receiver.wait_for(1, path="/hook", timeout=30)
-    assert verify, "the worker never sent the verification"
-    assert verify[0].verify(secret)["type"] == "webhook/verify"
-    _reload_until(page, ".webhooks-status", "Active")
+    # once active, the buttons that need an active hook are there
+    _wait_for_text(page, ".webhooks-actions", "Send a ping")
 
-    # the Copy button works with JavaScript (it is hidden without)
+    # the secret is hidden until revealed, then copied with a button
+    secret_input = page.locator("#field-secret")
+    assert not secret_input.is_visible()
+    page.click("#webhooks-secret summary")
+    assert secret_input.is_visible()
+    secret = page.input_value("#field-secret")
+    assert secret.startswith("whsec_")
+    assert verify[0].verify(secret)["type"] == "webhook/verify"
     page.context.grant_permissions(["clipboard-read", "clipboard-write"],
                                    origin=portal)
     copy = page.locator("button[data-webhooks-copy=field-secret]")
@@ -191,10 +227,14 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     copy.click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
 
-    # ping: a signed webhook/ping reaches the receiver
+    # ping: queued in the background, its outcome shows without a reload
     page.click("#webhook-ping")
-    page.wait_for_url(portal + "/webhooks/" + hook_id)
-    assert "Ping queued" in _flash_text(page)
+    _wait_for_text(page, ".flash-messages", "Ping queued")
+    _wait_for_text(page, ".webhooks-statistics", "2 succeeded")
+    row = page.locator("tr.webhooks-delivery", has_text="webhook/ping")
+    _wait_for_text(page, ".webhooks-deliveries", "webhook/ping")
+    assert "Succeeded" in row.inner_text()
+    assert _not_reloaded(page)
     deadline = time.monotonic() + 30
     pings = []
     while not pings and time.monotonic() < deadline:
@@ -202,14 +242,35 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
                  if json.loads(r.body)["type"] == "webhook/ping"]
     assert pings, "the ping never arrived"
     payload = pings[0].verify(secret)
-    assert payload["type"] == "webhook/ping"
     assert payload["data"] == {}
     assert payload["hook_id"] == hook_id
     assert payload["site_url"] == portal
-    _reload_until(page, ".webhooks-statistics", "2 succeeded")
+
+    # a message id is shortened; its copy button copies the whole id
+    message_id = row.get_attribute("data-message-id")
+    assert row.locator("code.webhooks-id").inner_text() == \
+        message_id[:12] + "…"
+    row.locator("button.webhooks-copy-id").click()
+    assert page.evaluate("navigator.clipboard.readText()") == message_id
+    page.evaluate("document.querySelector('#webhooks-secret').open = false")
     _shoot(page, shots / "hook.png")
 
+    # a phone: nothing scrolls sideways, the content comes before the
+    # buttons
+    page.set_viewport_size(PHONE)
+    for url in ("/webhooks", "/webhooks/" + hook_id,
+                "/webhooks/{}/delete".format(hook_id)):
+        page.goto(portal + url)
+        _no_sideways_scrolling(page, url)
+    page.goto(portal + "/webhooks/" + hook_id)
+    content = page.locator(".webhooks-deliveries").bounding_box()
+    buttons = page.locator(".webhooks-actions").bounding_box()
+    assert content["y"] + content["height"] <= buttons["y"]
+    _shoot(page, shots / "hook-phone.png")
+    page.set_viewport_size(DESKTOP)
+
     # delete: a confirmation first, then the index with a flash
+    page.goto(portal + "/webhooks/" + hook_id)
     page.click("#webhook-delete")
     page.wait_for_url(portal + "/webhooks/" + hook_id + "/delete")
     assert "Delete this webhook?" in page.inner_text("h1")
@@ -222,3 +283,187 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
         helpers.call_action("webhook_show", id=hook_id)
     response = page.goto(portal + "/webhooks/" + hook_id)
     assert response.status == 404
+    # the 404 page leads back
+    page.click("text=Back to Webhooks")
+    page.wait_for_url(portal + "/webhooks")
+
+
+def _answer_until_told(failing: dict):
+    """Answers the challenge; 503 to anything else while failing["now"]."""
+    def answer(got) -> Answer:
+        message = got.json
+        if message["type"] == "webhook/verify":
+            return Answer(200, message["data"]["challenge"].encode())
+        if failing["now"]:
+            return Answer(503, b"down for maintenance")
+        return Answer(200, b'{"received": true}')
+    return answer
+
+
+def _active_hook(portal: str, receiver, **data) -> str:
+    """A hook created through the API whose receiver answered."""
+    import requests
+    data.setdefault("topics", ["dataset/*"])
+    hook_id = requests.post(portal + "/api/3/action/webhook_create", json=dict(
+        data, address=receiver.url()), timeout=10).json()["result"]
+    deadline = time.monotonic() + 30
+    while helpers.call_action("webhook_show", id=hook_id)["status"] \
+            != "active":
+        assert time.monotonic() < deadline, "the hook was never verified"
+        time.sleep(0.3)
+    return hook_id
+
+
+def test_edit_test_events_retry_and_delivery_pages_in_a_browser(
+        portal, browser_page, receiver, tmp_path):
+    page = browser_page
+    shots = _screenshots(tmp_path)
+    failing = {"now": True}
+    receiver.always("/hook", _answer_until_told(failing))
+    hook_id = _active_hook(portal, receiver, description="Search index")
+    hook_page = portal + "/webhooks/" + hook_id
+
+    # edit: the form shows the hook; a second event and a description
+    page.goto(hook_page)
+    page.click("#webhook-edit")
+    page.wait_for_url(hook_page + "/edit")
+    assert page.is_checked("#field-topic-dataset-all")
+    assert page.input_value("#field-description") == "Search index"
+    page.check("#field-topic-resource-create")
+    page.fill("#field-description", "Search index and the resource checker")
+    _shoot(page, shots / "edit.png")
+    page.click("#webhook-edit-form button[name=save]")
+    page.wait_for_url(hook_page)
+    assert "Saved." in _flash_text(page)
+    assert "Anything happens to a dataset, A resource is created" in \
+        page.inner_text("h1")
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["topics"] == ["dataset/*", "resource/create"]
+
+    # a test event: the receiver is down, the delivery waits for a retry;
+    # all of it shows without a reload
+    _mark_the_document(page)
+    page.select_option("#field-test-topic", "resource/create")
+    page.click("#webhook-test")
+    _wait_for_text(page, ".flash-messages", "Test event resource/create")
+    _wait_for_text(page, ".webhooks-deliveries", "503")
+    row = page.locator("tr.webhooks-delivery", has_text="resource/create")
+    assert "Test" in row.inner_text() and "Pending" in row.inner_text()
+    assert "Retry now" in row.inner_text()
+
+    # the receiver is back: "Retry now" delivers at once, without a reload
+    failing["now"] = False
+    row.locator("button.webhooks-retry").click()
+    _wait_for_text(page, ".flash-messages", "will be delivered again now")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('tr.webhooks-delivery')]"
+        ".some(r => r.innerText.includes('resource/create')"
+        " && r.innerText.includes('Succeeded'))", timeout=30000)
+    assert _not_reloaded(page)
+    tested = [r for r in receiver.on("/hook")
+              if r.json["type"] == "resource/create"]
+    assert len(tested) == 2 and tested[-1].json["test"] is True
+    _shoot(page, tmp_path / "hook-after-retry.png")
+
+    # the delivery's own page: the payload as sent and both attempts
+    message_id = row.get_attribute("data-message-id")
+    row.locator("a").first.click()
+    page.wait_for_url("{}/deliveries/{}".format(hook_page, message_id))
+    assert page.inner_text("code.webhooks-id-full") == message_id
+    attempts = page.locator("tr.webhooks-attempt")
+    assert attempts.count() == 2
+    assert "503" in attempts.nth(0).inner_text()
+    assert "200" in attempts.nth(1).inner_text()
+    attempts.nth(0).locator("summary").click()
+    assert "down for maintenance" in attempts.nth(0).inner_text()
+    payload = json.loads(page.inner_text(".webhooks-payload"))
+    assert payload == tested[-1].json
+    _shoot(page, shots / "delivery.png")
+    page.set_viewport_size(PHONE)
+    _no_sideways_scrolling(page, "the delivery page")
+    page.set_viewport_size(DESKTOP)
+
+    # disable and enable, in place
+    page.goto(hook_page)
+    _mark_the_document(page)
+    page.click("#webhook-disable")
+    _wait_for_text(page, ".webhooks-status", "Disabled")
+    assert "disabled by its owner" in page.inner_text(".webhooks-disabled")
+    assert page.locator("#webhook-ping").count() == 0
+    page.click("#webhook-enable")
+    _wait_for_text(page, ".webhooks-status", "Active")
+    assert page.locator("#webhook-ping").count() == 1
+    assert _not_reloaded(page)
+
+
+def _forget_workers_of_earlier_tests() -> None:
+    """Workers that earlier tests killed stay registered in Redis for
+    minutes; the admin page would list them. Every worker of the tests runs
+    on this machine, so one whose process is gone is forgotten."""
+    import rq
+    from ckan.lib import jobs as ckan_jobs
+    from ckan.plugins import toolkit as tk
+    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
+    for worker in rq.Worker.all(connection=queue.connection, queue=queue):
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            worker.register_death()
+
+
+def test_recover_and_the_admin_page_in_a_browser(portal, browser_page,
+                                                 receiver, tmp_path):
+    page = browser_page
+    shots = _screenshots(tmp_path)
+    receiver.always("/hook", lambda got: Answer(
+        200, got.json["data"]["challenge"].encode())
+        if got.json["type"] == "webhook/verify" else Answer(400))
+    hook_id = _active_hook(portal, receiver, topics=["dataset/create"])
+    import requests
+    for _ in range(2):
+        requests.post(portal + "/api/3/action/webhook_ping",
+                      json={"id": hook_id}, timeout=10)
+    deadline = time.monotonic() + 30
+    while helpers.call_action("webhook_show", id=hook_id)[
+            "deliveries"]["failed"] < 2:
+        assert time.monotonic() < deadline, "the pings never failed"
+        time.sleep(0.3)
+
+    # recover: from "failing since", the two failed pings go again
+    receiver.always("/hook", lambda got: Answer(204))
+    page.goto(portal + "/webhooks/" + hook_id)
+    assert page.input_value("#field-recover-since")
+    page.click("#webhook-recover")
+    _wait_for_text(page, ".flash-messages",
+                   "2 failed deliveries will be delivered again")
+    _wait_for_text(page, ".webhooks-statistics", "3 succeeded, 0 failed")
+
+    # the admin page: a sysadmin logs in
+    _forget_workers_of_earlier_tests()
+    from ckan.tests import factories
+    factories.Sysadmin(name="pagesadmin", password="correct-horse-1")
+    page.goto(portal + "/user/login")
+    page.fill("#field-login", "pagesadmin")
+    page.fill("#field-password", "correct-horse-1")
+    page.click("form:has(#field-login) button[type=submit]")
+    page.wait_for_load_state()
+    page.goto(portal + "/ckan-admin")
+    page.click("a[href='/ckan-admin/webhooks']")
+    page.wait_for_url(portal + "/ckan-admin/webhooks")
+    row = page.locator("tr.webhooks-admin-hook[data-hook-id='{}']".format(
+        hook_id))
+    assert "3 succeeded, 0 failed, 0 pending" in row.inner_text()
+    queue = page.inner_text(".webhooks-queue")
+    assert "Pending messages" in queue
+    # the portal's own worker, waiting for jobs
+    workers = page.inner_text("#webhooks-queue-workers")
+    assert workers.startswith("1\n") and "waiting for jobs" in workers
+    _shoot(page, shots / "admin.png")
+    row.locator("button", has_text="Disable").click()
+    page.wait_for_url(portal + "/ckan-admin/webhooks")
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "disabled"
+    page.set_viewport_size(PHONE)
+    page.reload()
+    _no_sideways_scrolling(page, "the admin page")
+    page.set_viewport_size(DESKTOP)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import json
 import re
 import types
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from standardwebhooks import Webhook
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Hook
+from ckanext.webhooks.model import Delivery, Hook
 from ckanext.webhooks.tests.receiver import Answer
 
 ADDRESS = "http://example.com/callback"
@@ -36,6 +37,7 @@ class _Forms(HTMLParser):
         super().__init__()
         self.forms: list[dict] = []
         self._select: Optional[str] = None
+        self._textarea: Optional[str] = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -45,17 +47,31 @@ class _Forms(HTMLParser):
                                "fields": {}})
         elif not self.forms:
             return
+        elif tag == "input" and a.get("type") == "checkbox" and a.get("name"):
+            checked = self.forms[-1]["fields"].setdefault(a["name"], [])
+            if "checked" in a:
+                checked.append(a.get("value") or "on")
         elif tag == "input" and a.get("name"):
             self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "textarea" and a.get("name"):
+            self._textarea = a["name"]
+            self.forms[-1]["fields"][a["name"]] = ""
         elif tag == "select":
             self._select = a.get("name")
             self.forms[-1]["fields"].setdefault(self._select, "")
-        elif tag == "option" and self._select and "selected" in a:
+        elif tag == "option" and self._select and (
+                "selected" in a or not self.forms[-1]["fields"][self._select]):
             self.forms[-1]["fields"][self._select] = a.get("value") or ""
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.forms[-1]["fields"][self._textarea] += data
 
     def handle_endtag(self, tag):
         if tag == "select":
             self._select = None
+        elif tag == "textarea":
+            self._textarea = None
 
 
 class Browser:
@@ -105,8 +121,35 @@ def _field_group(page, field_id: str) -> str:
     start = body.rindex('<div class="form-group', 0, label)
     following = [i for i in (body.find('<div class="form-group', label),
                              body.find("</fieldset>", label),
+                             body.find("</details>", label),
                              body.find("</form>", label)) if i != -1]
     return body[start:min(following)]
+
+
+def _topics_fieldset(page) -> str:
+    found = re.search(r'<fieldset id="field-topics".*?</fieldset>',
+                      page.body, re.S)
+    assert found, "no topics on the page"
+    return found.group(0)
+
+
+def _checked_topics(page) -> list[str]:
+    return re.findall(r'<input[^>]*name="topics" value="([^"]+)"[^>]* checked',
+                      _topics_fieldset(page))
+
+
+def _error_summary(page) -> list[str]:
+    """The lines of the error summary at the top of a form."""
+    found = re.search(r'<div class="error-explanation.*?</div>', page.body,
+                      re.S)
+    assert found, "no error summary"
+    return [html.unescape(re.sub(r"<[^>]+>|\s+", " ", li)).strip()
+            for li in re.findall(r"<li>(.*?)</li>", found.group(0), re.S)]
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ",
+                                                    fragment))).strip()
 
 
 def _input_value(page, field_id: str) -> str:
@@ -147,20 +190,30 @@ def test_index_explains_and_offers_the_create_form(app):
     form = re.search(r'<form id="webhook-create-form".*?</form>', body, re.S)
     assert form and 'method="post"' in form.group(0)
     assert 'name="_csrf_token"' in form.group(0)
-    for field_id, label in (("field-topic", "When"),
-                            ("field-address", "Send to"),
+    for field_id, label in (("field-address", "Send to"),
                             ("field-dataset", "Dataset"),
-                            ("field-organization", "Organization")):
-        assert re.search(r'<label class="form-label" for="{}">.*?{}</label>'
-                         .format(field_id, label), form.group(0), re.S)
-    options = dict((v, html.unescape(t)) for v, t in re.findall(
-        r'<option value="([^"]*)"[^>]*>([^<]*)</option>', form.group(0)))
-    assert options["dataset/create"] == "A dataset is created"
-    assert options["dataset/update"] == "A dataset is updated"
-    assert options["dataset/delete"] == "A dataset is deleted"
-    assert options["dataset/*"] == "Anything happens to a dataset"
-    assert options["resource/create"] == "A resource is created"
-    assert options["resource/*"] == "Anything happens to a resource"
+                            ("field-organization", "Organization"),
+                            ("field-group", "Group"),
+                            ("field-resource", "Resource"),
+                            ("field-description", "Description")):
+        assert re.search(r'<label class="form-label" for="{}">.*?{}.*?</label>'
+                         .format(field_id, label), form.group(0), re.S), label
+    # the events are checkboxes, each with its label
+    topics = _topics_fieldset(page)
+    assert "<legend" in topics and "Events" in topics
+    labels = {value: _text(label) for value, label in re.findall(
+        r'<input[^>]*name="topics" value="([^"]+)" id="[^"]+">\s*'
+        r'<label class="form-check-label" for="[^"]+">(.*?)</label>',
+        topics, re.S)}
+    assert labels["dataset/create"] == "A dataset is created"
+    assert labels["dataset/update"] == "A dataset is updated"
+    assert labels["dataset/delete"] == "A dataset is deleted"
+    assert labels["dataset/*"] == "Anything happens to a dataset"
+    assert labels["resource/create"] == "A resource is created"
+    assert labels["resource/*"] == "Anything happens to a resource"
+    assert _checked_topics(page) == []
+    # the filters are folded away until they are needed
+    assert re.search(r'<details class="webhooks-filters[^"]*">', body)
     # open-by-id, with a label
     assert 'action="/webhooks/open"' in body
     assert '<label class="form-label" for="field-open-id">' in body
@@ -171,7 +224,7 @@ def test_index_explains_and_offers_the_create_form(app):
 def test_creating_a_hook_leads_to_its_page_with_a_flash(app, receiver):
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/*", address=receiver.url())
+                          topics=["dataset/*"], address=receiver.url())
     assert page.status_code == 200
     hook_id = _hook_id_from(page)
     assert any("Webhook created" in f for f in _flashes(page))
@@ -185,41 +238,80 @@ def test_creating_a_hook_leads_to_its_page_with_a_flash(app, receiver):
 
 def test_creating_with_filters_by_name(app):
     org = factories.Organization()
+    group = factories.Group()
     dataset = factories.Dataset(owner_org=org["id"])
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="resource/update", address=ADDRESS,
-                          dataset=dataset["name"], organization=org["name"])
+                          topics=["resource/update"], address=ADDRESS,
+                          dataset=dataset["name"], organization=org["name"],
+                          group=group["name"])
     hook = helpers.call_action("webhook_show", id=_hook_id_from(page))
     assert hook["filters"]["dataset"] == dataset["id"]
     assert hook["filters"]["organization"] == org["id"]
-    assert dataset["id"] in page.body and org["id"] in page.body
+    assert hook["filters"]["group"] == group["id"]
+    for entity in (dataset, org, group):
+        assert entity["id"] in page.body
 
 
-def test_invalid_input_is_shown_beside_each_field_with_values_kept(app):
+@pytest.mark.parametrize("kind", ["dataset", "organization", "group"])
+def test_a_link_with_a_filter_opens_the_form_with_it_filled_in(app, kind):
+    page = app.get("/webhooks", query_string={kind: "some-" + kind})
+    assert page.status_code == 200
+    assert _input_value(page, "field-" + kind) == "some-" + kind
+    # the filters are unfolded, so the visitor sees what is filled in
+    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
+                     page.body)
+    others = {"dataset", "organization", "group", "resource"} - {kind}
+    for other in others:
+        assert _input_value(page, "field-" + other) == ""
+
+
+def test_every_mistake_is_shown_in_one_round_beside_its_field_and_on_top(app):
     browser = Browser(app)
     before = _hook_ids()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="", address="ftp://example.com/x",
-                          dataset="  ")
+                          address="ftp://example.com/x", dataset="  ")
     assert page.status_code == 200
     assert _hook_ids() == before
-    topic = _field_group(page, "field-topic")
-    assert 'class="form-group error' in topic
-    assert "error-block" in topic
+    topics = _topics_fieldset(page)
+    assert "form-group webhooks-topics error" in topics
+    assert re.search(r'<span class="error-block">Choose an event</span>',
+                     topics)
     address = _field_group(page, "field-address")
     assert 'class="form-group error' in address
     assert "error-block" in address
     assert _input_value(page, "field-address") == "ftp://example.com/x"
     assert "error-block" not in _field_group(page, "field-dataset")
+    # the summary on top names both, in the order of the form, as links
+    summary = _error_summary(page)
+    assert len(summary) == 2
+    assert summary[0] == "Events: Choose an event"
+    assert summary[1].startswith("Send to: ")
+    assert '<a href="#field-topics">' in page.body
+    assert '<a href="#field-address">' in page.body
     # the form can be sent again as it is: it still has its CSRF token
     assert 'name="_csrf_token"' in page.body
+
+
+def test_an_unknown_filter_is_shown_with_the_other_mistakes(app):
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks"), "/webhooks", topics=[],
+                          address="ftp://example.com/x",
+                          dataset="no-such-dataset", group="no-such-group")
+    assert _error_summary(page) == [
+        "Events: Choose an event",
+        "Send to: " + _text(re.search(r'<span class="error-block">(.*?)'
+                                      r'</span>', _field_group(
+                                          page, "field-address")).group(1)),
+        "Dataset: Dataset not found", "Group: Group not found"]
+    assert "Dataset not found" in _field_group(page, "field-dataset")
+    assert "Group not found" in _field_group(page, "field-group")
 
 
 def test_unknown_filters_are_shown_beside_their_fields(app):
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/update", address=ADDRESS,
+                          topics=["dataset/update"], address=ADDRESS,
                           dataset="no-such-dataset",
                           organization="no-such-org")
     dataset = _field_group(page, "field-dataset")
@@ -229,18 +321,20 @@ def test_unknown_filters_are_shown_beside_their_fields(app):
     assert _input_value(page, "field-dataset") == "no-such-dataset"
     assert _input_value(page, "field-organization") == "no-such-org"
     assert _input_value(page, "field-address") == ADDRESS
-    assert re.search(r'<option value="dataset/update" selected>', page.body)
-    assert "Dataset not found" not in _field_group(page, "field-topic")
+    assert _checked_topics(page) == ["dataset/update"]
+    assert "Dataset not found" not in _topics_fieldset(page)
+    assert _error_summary(page) == ["Dataset: Dataset not found",
+                                    "Organization: Organization not found"]
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.anonymous_create_limit", 1)
 def test_an_error_without_a_field_is_shown_above_the_form(app):
     browser = Browser(app)
     first = browser.submit(browser.get("/webhooks"), "/webhooks",
-                           topic="dataset/create", address=ADDRESS)
+                           topics=["dataset/create"], address=ADDRESS)
     _hook_id_from(first)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/create", address=ADDRESS)
+                          topics=["dataset/create"], address=ADDRESS)
     summary = re.search(r'<div class="error-explanation.*?</div>',
                         page.body, re.S)
     assert summary and "Too many webhooks" in summary.group(0)
@@ -255,7 +349,7 @@ def test_where_login_is_required_anonymous_visitors_are_told(app):
     assert 'id="webhook-create-form"' not in page.body
     token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
     refused = browser.post("/webhooks", {
-        "_csrf_token": token.group(1), "topic": "dataset/create",
+        "_csrf_token": token.group(1), "topics": ["dataset/create"],
         "address": ADDRESS})
     assert refused.status_code == 403
     assert _hook_ids() == set()
@@ -270,12 +364,15 @@ def test_a_post_without_the_csrf_token_is_refused(app):
     hook_id = _anonymous_hook()
     browser = Browser(app)
     browser.get("/webhooks")  # the session exists, but the token is not sent
-    created = browser.post("/webhooks", {"topic": "dataset/create",
+    created = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": "http://example.org/a"})
     assert created.status_code == 400
     assert _hook_ids() == {hook_id}
-    for action in ("ping", "rotate", "delete"):
-        response = browser.post("/webhooks/{}/{}".format(hook_id, action), {})
+    for action in ("ping", "test", "rotate", "delete", "edit", "disable",
+                   "enable", "recover"):
+        response = browser.post("/webhooks/{}/{}".format(hook_id, action), {
+            "topic": "dataset/create", "since": "2026-01-01T00:00",
+            "address": "http://example.org/b", "topics": "dataset/update"})
         assert response.status_code == 400, action
     forged = browser.post("/webhooks/{}/delete".format(hook_id),
                           {"_csrf_token": "forged"})
@@ -283,6 +380,8 @@ def test_a_post_without_the_csrf_token_is_refused(app):
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
     assert hook["previous_secret_expires"] is None
+    assert (hook["address"], hook["topic"], hook["status"]) == (
+        ADDRESS, "dataset/create", "active")
 
 
 @pytest.mark.ckan_config("WTF_CSRF_ENABLED", True)
@@ -296,12 +395,12 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
                                  "password": "correct123"},
                  follow_redirects=False)
     assert "Your webhooks" in browser.get("/webhooks").body  # logged in
-    refused = browser.post("/webhooks", {"topic": "dataset/create",
+    refused = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": ADDRESS})
     assert refused.status_code == 400
     assert _hook_ids() == set()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
-                          topic="dataset/create", address=ADDRESS)
+                          topics=["dataset/create"], address=ADDRESS)
     hook_id = _hook_id_from(page)
     mine = helpers.call_action("webhook_list", context={"user": user["name"]})
     assert [h["id"] for h in mine] == [hook_id]
@@ -324,13 +423,22 @@ class _Labels(HTMLParser):
             self.labelled.add(a["for"])
 
 
-def test_every_form_has_the_csrf_token_and_every_input_a_label(app,
-                                                               receiver):
+def test_every_form_has_the_csrf_token_and_every_input_a_label(
+        app, receiver, run_jobs):
+    receiver.answer("/hook", Answer(status=500))
     hook_id = _anonymous_hook(receiver.url())
-    helpers.call_action("webhook_ping", id=hook_id)
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    admin = factories.SysadminWithToken()
+    as_admin = Browser(app, {"Authorization": admin["token"]})
     for url in ("/webhooks", "/webhooks/" + hook_id,
-                "/webhooks/{}/delete".format(hook_id)):
-        body = app.get(url).body
+                "/webhooks/{}/delete".format(hook_id),
+                "/webhooks/{}/edit".format(hook_id),
+                "/webhooks/{}/deliveries/{}".format(hook_id, message_id),
+                "/ckan-admin/webhooks"):
+        page = as_admin.get(url)
+        assert page.status_code == 200, url
+        body = page.body
         parser = _Forms()
         parser.feed(body)
         posting = [f for f in parser.forms if f["method"] == "post"]
@@ -346,14 +454,50 @@ def test_every_form_has_the_csrf_token_and_every_input_a_label(app,
 
 def test_copy_buttons_stay_hidden_without_javascript(app):
     hook_id = _anonymous_hook()
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
     body = app.get("/webhooks/" + hook_id).body
-    buttons = re.findall(r"<button[^>]*data-webhooks-copy[^>]*>", body)
+    buttons = re.findall(r"<button[^>]*data-webhooks-copy=[^>]*>", body)
     assert len(buttons) == 2
-    assert all(" hidden" in b for b in buttons)
-    assert re.search(r'<script src="[^"]*/ckanext-webhooks/copy\.js"', body)
+    id_buttons = re.findall(r"<button[^>]*data-webhooks-copy-text=[^>]*>",
+                            body)
+    assert len(id_buttons) == 1 and message_id in id_buttons[0]
+    assert all(" hidden" in b for b in buttons + id_buttons)
+    for script in ("copy.js", "live.js"):
+        assert re.search(r'<script src="[^"]*/ckanext-webhooks/{}\?v='
+                         .format(re.escape(script)), body), script
+    assert re.search(r'<link rel="stylesheet" href="[^"]*/ckanext-webhooks/'
+                     r'webhooks\.css\?v=', body)
+
+
+def test_the_secret_is_hidden_until_revealed(app):
+    """A <details> hides it without JavaScript; the receiver snippet,
+    which holds it too, is folded away as well."""
+    hook_id = _anonymous_hook()
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    body = app.get("/webhooks/" + hook_id).body
+    for details in ("webhooks-secret", "webhooks-receiver"):
+        block = re.search(r'<details id="{}"[^>]*>(.*?)</details>'.format(
+            details), body, re.S)
+        assert block, details
+        assert not re.search(r'<details id="{}"[^>]*\bopen\b'.format(details),
+                             body)
+        assert "<summary" in block.group(1)
+    outside = re.sub(r"<details.*?</details>", "", body, flags=re.S)
+    assert secret not in html.unescape(outside)
+    assert 'data-webhooks-copy="field-secret"' in re.search(
+        r'<details id="webhooks-secret".*?</details>', body, re.S).group(0)
 
 
 # --- /webhooks/<id> ----------------------------------------------------------
+
+def _delivery_row(page, message_id: str) -> list[str]:
+    """The cells of one row of the deliveries table, as text."""
+    row = re.search(r'<tr[^>]*data-message-id="{}".*?</tr>'.format(
+        re.escape(message_id)), page.body, re.S)
+    assert row, "{} is not in the deliveries table".format(message_id)
+    return [_text(c) for c in
+            re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
+
 
 def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
                                                        run_jobs):
@@ -370,34 +514,73 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     secret = re.search(r'<input id="field-secret"[^>]*>', page.body).group(0)
     assert "readonly" in secret
     assert _input_value(page, "field-secret") == hook["secret"]
-    assert '<label class="form-label" for="field-secret">' in page.body
+    assert re.search(r'<label class="form-label[^"]*" for="field-secret">',
+                     page.body)
     assert 'data-webhooks-copy="field-secret"' in page.body
     assert "1 succeeded, 0 failed, 0 pending" in page.body
 
-    row = re.search(r"<tr[^>]*>\s*<td><code[^>]*>{}</code>.*?</tr>"
-                    .format(ping_id), page.body, re.S)
-    assert row, "the ping is not in the deliveries table"
-    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip() for c in
-             re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
+    cells = _delivery_row(page, ping_id)
+    # the message id is shortened, in full on hover and on its own page
+    assert cells[0].startswith(ping_id[:12] + "…")
+    assert 'title="{}"'.format(ping_id) in page.body
+    assert 'href="/webhooks/{}/deliveries/{}"'.format(hook_id, ping_id) \
+        in page.body
     assert cells[1] == "webhook/ping"
     assert cells[2].startswith("Succeeded")
-    assert cells[3] == "204"
-    assert cells[4] == "1"
+    assert re.fullmatch(r"204 \(\d+ ms\) 1 attempt", cells[3]), cells[3]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[4]), cells[4]
+    assert cells[5] == "Deliver again"
     # the buttons
-    for action in ("ping", "rotate"):
+    for action in ("ping", "rotate", "disable"):
         assert 'action="/webhooks/{}/{}"'.format(hook_id, action) in page.body
-    assert 'href="/webhooks/{}/delete"'.format(hook_id) in page.body
+    for link in ("delete", "edit"):
+        assert 'href="/webhooks/{}/{}"'.format(hook_id, link) in page.body
     # the page holds a secret: no cache may keep it
     assert "no-store" in page.headers["Cache-Control"]
 
 
-def test_unknown_ids_are_404(app):
+def test_every_time_on_the_pages_has_one_format(app, receiver, run_jobs):
+    receiver.answer("/hook", Answer(status=503))
+    hook_id = _anonymous_hook(receiver.url())
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    helpers.call_action("webhook_rotate_secret", id=hook_id)
+    user = factories.UserWithToken()
+    helpers.call_action("webhook_create", context={"user": user["name"]},
+                        topic="dataset/create", address=ADDRESS)
+    pages = [app.get("/webhooks/" + hook_id).body,
+             Browser(app, {"Authorization": user["token"]})
+             .get("/webhooks").body]
+    times = [t for body in pages for t in re.findall(
+        r'<time datetime="([^"]+)">([^<]*)</time>', body)]
+    # created, last attempt, next attempt, the old secret's end; the list
+    assert len(times) >= 5
+    for moment, text in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", moment), moment
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), text
+        assert text[:10] == moment[:10]
+    for body in pages:
+        # no time in CKAN's other formats ("December 1, 2026, 21:48 (UTC)")
+        assert not re.search(r"(January|February|March|April|May|June|July|"
+                             r"August|September|October|November|December)"
+                             r" \d", body)
+
+
+def test_unknown_ids_are_404_with_the_way_back(app):
+    hook_id = _anonymous_hook()
     for url in ("/webhooks/no-such-hook", "/webhooks/no-such-hook/delete",
+                "/webhooks/no-such-hook/edit",
+                "/webhooks/no-such-hook/deliveries/msg_1",
                 "/webhooks/" + "x" * 500):
         response = app.get(url)
         assert response.status_code == 404, url
         assert "Webhook not found" in response.body
-    hook_id = _anonymous_hook()
+        assert re.search(r'<a [^>]*href="/webhooks">Back to Webhooks</a>',
+                         response.body), url
+    response = app.get("/webhooks/{}/deliveries/msg_none".format(hook_id))
+    assert response.status_code == 404
+    assert "Delivery not found" in response.body
+    assert 'href="/webhooks"' in response.body
     helpers.call_action("webhook_delete", id=hook_id)
     assert app.get("/webhooks/" + hook_id).status_code == 404
 
@@ -406,9 +589,11 @@ def test_buttons_of_an_unknown_hook_are_404(app):
     browser = Browser(app)
     page = browser.get("/webhooks")
     token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
-    for action in ("ping", "rotate", "delete"):
-        response = browser.post("/webhooks/no-such-hook/" + action,
-                                {"_csrf_token": token.group(1)})
+    for action in ("ping", "test", "rotate", "delete", "edit", "disable",
+                   "enable", "recover", "deliveries/msg_1/redeliver"):
+        response = browser.post("/webhooks/no-such-hook/" + action, {
+            "_csrf_token": token.group(1), "topic": "dataset/create",
+            "since": "2026-01-01T00:00"})
         assert response.status_code == 404, action
 
 
@@ -424,6 +609,15 @@ def test_pending_hook_explains_the_challenge(app, receiver):
     assert "webhook/verify" in explanation
     assert "exactly the token" in explanation
     assert '{"challenge": "TOKEN"}' in explanation
+    # what it says to press is on the page: the ping button sends the
+    # challenge again; nothing offers to redeliver while it is pending
+    assert "Send the challenge again" in explanation
+    button = re.search(r'<button[^>]*id="webhook-ping"[^>]*>([^<]*)</button>',
+                       page.body)
+    assert button.group(1) == "Send the challenge again"
+    assert "Deliver again" not in page.body and "Retry now" not in page.body
+    # the page refreshes itself until the receiver has answered
+    assert 'data-webhooks-busy="true"' in page.body
 
 
 def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
@@ -475,7 +669,7 @@ def test_open_by_id_goes_to_the_hook_page(app):
 
     browser = Browser(app)
     posted = browser.submit(browser.get("/webhooks"), "/webhooks",
-                            topic="dataset/create", address=ADDRESS)
+                            topics=["dataset/create"], address=ADDRESS)
     assert posted.status_code == 200
     token = re.search(r'name="_csrf_token" value="([^"]+)"', posted.body)
     by_post = browser.post("/webhooks/open", {"id": hook_id,
@@ -564,12 +758,309 @@ def test_delete_asks_first_and_deletes_on_confirmation(app):
 def test_a_get_never_changes_anything(app):
     hook_id = _anonymous_hook()
     before = helpers.call_action("webhook_show", id=hook_id)
-    for action in ("ping", "rotate"):
-        response = app.get("/webhooks/{}/{}".format(hook_id, action))
-        assert response.status_code in (404, 405)
+    for action in ("ping", "test", "rotate", "disable", "enable", "recover",
+                   "deliveries/msg_1/redeliver"):
+        response = app.get("/webhooks/{}/{}".format(hook_id, action),
+                           query_string={"topic": "dataset/create",
+                                         "since": "2026-01-01T00:00"})
+        assert response.status_code in (404, 405), action
+    for page in ("edit", "delete"):
+        assert app.get("/webhooks/{}/{}".format(hook_id, page),
+                       query_string={"address": "http://example.org/x",
+                                     "topics": "dataset/update"}) \
+            .status_code == 200
     after = helpers.call_action("webhook_show", id=hook_id)
-    assert after["secret"] == before["secret"]
+    assert after == before
     assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+
+
+# --- edit, disable, enable ---------------------------------------------------
+
+def test_edit_shows_the_hook_and_saves_what_changed(app, receiver):
+    org = factories.Organization()
+    dataset = factories.Dataset(owner_org=org["id"])
+    hook_id = _anonymous_hook(ADDRESS, topic="dataset/update",
+                              dataset=dataset["id"])
+    browser = Browser(app)
+    form = browser.get("/webhooks/{}/edit".format(hook_id))
+    assert form.status_code == 200
+    assert _checked_topics(form) == ["dataset/update"]
+    assert _input_value(form, "field-address") == ADDRESS
+    assert _input_value(form, "field-dataset") == dataset["id"]
+    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
+                     form.body)
+
+    page = browser.submit(form, "/webhooks/{}/edit".format(hook_id),
+                          topics=["dataset/update", "resource/*"],
+                          dataset="", organization=org["name"],
+                          description="  mirror for the search index ")
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any(f == "Saved." for f in _flashes(page))
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["topics"] == ["dataset/update", "resource/*"]
+    assert hook["filters"]["dataset"] is None
+    assert hook["filters"]["organization"] == org["id"]
+    assert hook["description"] == "mirror for the search index"
+    assert hook["address"] == ADDRESS and hook["status"] == "active"
+    assert "mirror for the search index" in page.body
+    assert "A dataset is updated, Anything happens to a resource" in _text(
+        re.search(r"<h1.*?</h1>", page.body, re.S).group(0))
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
+def test_a_new_address_is_verified_again(app, receiver, run_jobs):
+    receiver.always("/old", lambda got: Answer(
+        200, got.json["data"].get("challenge", "").encode()))
+    hook_id = _anonymous_hook(receiver.url("/old"))
+    run_jobs()
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/{}/edit".format(hook_id)),
+                          "/webhooks/{}/edit".format(hook_id),
+                          address=receiver.url("/new"))
+    assert any("verification challenge" in f for f in _flashes(page))
+    assert "Waiting for verification" in page.body
+    run_jobs()
+    [challenge] = receiver.on("/new")
+    assert challenge.json["type"] == "webhook/verify"
+
+
+def test_edit_shows_every_mistake_and_changes_nothing(app):
+    hook_id = _anonymous_hook()
+    before = helpers.call_action("webhook_show", id=hook_id)
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/{}/edit".format(hook_id)),
+                          "/webhooks/{}/edit".format(hook_id), topics=[],
+                          address="ftp://example.com/x",
+                          group="no-such-group", description="x" * 201)
+    assert page.status_code == 200
+    assert page.request.path == "/webhooks/{}/edit".format(hook_id)
+    summary = _error_summary(page)
+    assert [line.split(":")[0] for line in summary] == [
+        "Events", "Send to", "Group", "Description"]
+    assert summary[0] == "Events: Choose an event"
+    assert "Group not found" in _field_group(page, "field-group")
+    assert "error-block" in _field_group(page, "field-description")
+    # what was typed is kept
+    assert _input_value(page, "field-address") == "ftp://example.com/x"
+    assert _input_value(page, "field-group") == "no-such-group"
+    assert helpers.call_action("webhook_show", id=hook_id) == before
+
+
+def test_disable_and_enable_buttons(app):
+    hook_id = _anonymous_hook()
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/disable".format(hook_id))
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any("The webhook is disabled" in f for f in _flashes(page))
+    hook = helpers.call_action("webhook_show", id=hook_id)
+    assert hook["status"] == "disabled"
+    alert = _text(re.search(r'<div class="alert alert-danger webhooks-disabled'
+                            r'.*?</div>', page.body, re.S).group(0))
+    assert "disabled by its owner" in alert
+    # a hook its owner paused gets no pings: the button is gone
+    assert 'id="webhook-ping"' not in page.body
+    assert 'action="/webhooks/{}/disable"'.format(hook_id) not in page.body
+
+    page = browser.submit(page, "/webhooks/{}/enable".format(hook_id))
+    assert any("The webhook is enabled again" in f for f in _flashes(page))
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+    assert "webhooks-disabled" not in page.body
+
+
+def test_the_admin_page_disables_and_enables(app):
+    hook_id = _anonymous_hook()
+    admin = factories.SysadminWithToken()
+    browser = Browser(app, {"Authorization": admin["token"]})
+    page = browser.submit(browser.get("/ckan-admin/webhooks"),
+                          "/webhooks/{}/disable".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "disabled"
+    page = browser.submit(page, "/webhooks/{}/enable".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert helpers.call_action("webhook_show", id=hook_id)["status"] \
+        == "active"
+
+
+# --- test events, retry now, recover ----------------------------------------
+
+def test_send_a_test_event_of_a_chosen_type(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url(), topic="dataset/*")
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    offered = re.findall(r'<option value="([^"]+)"', re.search(
+        r'<select id="field-test-topic".*?</select>', page.body,
+        re.S).group(0))
+    assert offered == ["dataset/create", "dataset/update", "dataset/delete"]
+    page = browser.submit(page, "/webhooks/{}/test".format(hook_id),
+                          topic="dataset/update")
+    assert any("Test event dataset/update queued" in f
+               for f in _flashes(page))
+    run_jobs()
+    [got] = receiver.wait_for(1)
+    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    payload = got.verify(secret)
+    assert payload["type"] == "dataset/update" and payload["test"] is True
+    page = browser.get("/webhooks/" + hook_id)
+    cells = _delivery_row(page, got.headers["webhook-id"])
+    assert cells[1] == "dataset/update Test"
+
+
+def test_a_test_event_the_hook_does_not_get_is_a_message(app):
+    hook_id = _anonymous_hook(topic="dataset/create")
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/test".format(hook_id),
+                          topic="resource/delete")
+    assert page.request.path == "/webhooks/" + hook_id
+    [flash] = _flashes(page)
+    assert "dataset/create" in flash  # the types it does get
+    assert helpers.call_action("webhook_delivery_list", id=hook_id) == []
+
+
+def test_retry_now_attempts_a_pending_delivery_at_once(app, receiver,
+                                                       run_jobs):
+    receiver.answer("/hook", Answer(status=503))
+    hook_id = _anonymous_hook(receiver.url())
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    [pending] = helpers.call_action("webhook_delivery_list", id=hook_id)
+    assert pending["status"] == "pending" and pending["next_attempt"]
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    cells = _delivery_row(page, message_id)
+    assert cells[2].startswith("Pending") and "Next attempt" in cells[2]
+    assert cells[5] == "Retry now"
+    # the page keeps itself up to date while a delivery is pending
+    assert 'data-webhooks-busy="true"' in page.body
+    page = browser.submit(page, "/deliveries/{}/redeliver".format(message_id))
+    assert any("will be delivered again now" in f for f in _flashes(page))
+    run_jobs()
+    got = receiver.wait_for(2)
+    assert [r.headers["webhook-id"] for r in got] == [message_id] * 2
+    page = browser.get("/webhooks/" + hook_id)
+    assert _delivery_row(page, message_id)[2].startswith("Succeeded")
+    assert 'data-webhooks-busy="false"' in page.body
+
+
+def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400), Answer(status=400))
+    failed = [helpers.call_action("webhook_ping", id=hook_id)
+              for _ in range(2)]
+    run_jobs()
+    assert {d["status"] for d in helpers.call_action(
+        "webhook_delivery_list", id=hook_id)} == {"failed"}
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    since = _input_value(page, "field-recover-since")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", since)
+    assert "Recover failed deliveries since (UTC)" in page.body
+    page = browser.submit(page, "/webhooks/{}/recover".format(hook_id))
+    assert any("2 failed deliveries will be delivered again" in f
+               for f in _flashes(page))
+    run_jobs()
+    again = [r.headers["webhook-id"] for r in receiver.wait_for(4)][2:]
+    assert sorted(again) == sorted(failed)
+    # asked again at once: the action's limit, as a message
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
+    page = browser.post("/webhooks/{}/recover".format(hook_id), {
+        "_csrf_token": token.group(1), "since": "2000-01-01T00:00"})
+    [flash] = _flashes(page)
+    assert "try again in" in flash
+
+
+@pytest.mark.ckan_config("ckan.display_timezone", "America/New_York")
+def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
+                                                         run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400), Answer(status=400))
+    early, late = [helpers.call_action("webhook_ping", id=hook_id)
+                   for _ in range(2)]
+    run_jobs()
+    for message_id, created in ((early, "2026-01-01 04:30"),
+                                (late, "2026-01-01 05:30")):
+        model.Session.query(Delivery).filter(Delivery.id == message_id) \
+            .update({"created": datetime.datetime.fromisoformat(created)})
+    model.Session.commit()
+    browser = Browser(app)
+    page = browser.get("/webhooks/" + hook_id)
+    assert re.search(r"Recover failed deliveries since \(E[SD]T\)", page.body)
+    # midnight in New York is 05:00 UTC: only the later one is recovered
+    page = browser.submit(page, "/webhooks/{}/recover".format(hook_id),
+                          since="2026-01-01T00:00")
+    assert any("1 failed delivery will be delivered again" in f
+               for f in _flashes(page))
+    run_jobs()
+    assert [r.headers["webhook-id"] for r in receiver.wait_for(3)][2:] \
+        == [late]
+
+
+def test_recover_needs_a_time(app, receiver, run_jobs):
+    hook_id = _anonymous_hook(receiver.url())
+    receiver.answer("/hook", Answer(status=400))
+    helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/recover".format(hook_id), since="")
+    assert _flashes(page) == ["Enter a date and time to recover from"]
+
+
+# --- /webhooks/<id>/deliveries/<id> ------------------------------------------
+
+def test_a_delivery_page_shows_the_payload_and_every_attempt(app, receiver,
+                                                             run_jobs):
+    receiver.answer("/hook", Answer(status=500, body=b"receiver broke"),
+                    Answer(status=200, body=b'{"ok": true}'))
+    hook_id = _anonymous_hook(receiver.url())
+    message_id = helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    helpers.call_action("webhook_redeliver", id=hook_id,
+                        delivery_id=message_id)
+    run_jobs()
+    browser = Browser(app)
+    hook_page = browser.get("/webhooks/" + hook_id)
+    link = "/webhooks/{}/deliveries/{}".format(hook_id, message_id)
+    assert 'href="{}"'.format(link) in hook_page.body
+    page = browser.get(link)
+    assert page.status_code == 200
+    assert "no-store" in page.headers["Cache-Control"]
+    assert "Delivery of webhook/ping" in page.body
+    assert '<code class="webhooks-id-full">{}</code>'.format(message_id) \
+        in page.body
+    payload = html.unescape(re.search(
+        r'<pre class="webhooks-body webhooks-payload[^"]*"><code>(.*?)'
+        r'</code></pre>', page.body, re.S).group(1))
+    sent = receiver.wait_for(2)[-1].json
+    assert json.loads(payload) == sent
+    rows = [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r'<tr class="webhooks-attempt">(.*?)</tr>',
+                                  page.body, re.S)]
+    assert len(rows) == 2
+    assert rows[0][0] == "1" and rows[0][3] == "500"
+    assert "receiver broke" in rows[0][5]
+    assert rows[1][3] == "200" and '{"ok": true}' in rows[1][5]
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row[1])
+        assert re.fullmatch(r"\d+ ms", row[2])
+    # deliver it again from its own page, and come back to it
+    page = browser.submit(page, link + "/redeliver")
+    assert page.request.path == link
+    assert any("will be delivered again" in f for f in _flashes(page))
+
+
+def test_a_delivery_of_another_hook_is_not_found(app):
+    mine = _anonymous_hook()
+    other = _anonymous_hook("http://example.org/other")
+    message_id = helpers.call_action("webhook_ping", id=other)
+    response = app.get("/webhooks/{}/deliveries/{}".format(mine, message_id))
+    assert response.status_code == 404
+    assert "Delivery not found" in response.body
 
 
 # --- whose hooks are listed --------------------------------------------------
@@ -580,10 +1071,10 @@ def test_logged_in_users_see_only_their_own_hooks(app):
     as_alice = Browser(app, {"Authorization": alice["token"]})
     as_bob = Browser(app, {"Authorization": bob["token"]})
     alices = _hook_id_from(as_alice.submit(
-        as_alice.get("/webhooks"), "/webhooks", topic="dataset/create",
+        as_alice.get("/webhooks"), "/webhooks", topics=["dataset/create"],
         address="http://example.com/alice"))
     bobs = _hook_id_from(as_bob.submit(
-        as_bob.get("/webhooks"), "/webhooks", topic="resource/*",
+        as_bob.get("/webhooks"), "/webhooks", topics=["resource/*"],
         address="http://example.com/bob"))
     anonymous = _anonymous_hook("http://example.com/anyone")
 
@@ -627,12 +1118,112 @@ def test_the_anonymous_page_never_lists_hooks(app):
                                topic="dataset/create", address=ADDRESS)]
     browser = Browser(app)
     created = _hook_id_from(browser.submit(
-        browser.get("/webhooks"), "/webhooks", topic="dataset/create",
+        browser.get("/webhooks"), "/webhooks", topics=["dataset/create"],
         address=ADDRESS))
     page = browser.get("/webhooks")
     assert "Your webhooks" not in page.body
     for hook_id in ids + [created]:
         assert hook_id not in page.body
+
+
+# --- subscribe where the data is ---------------------------------------------
+
+def test_dataset_organization_and_group_pages_link_to_a_webhook(app):
+    org = factories.Organization()
+    group = factories.Group()
+    dataset = factories.Dataset(owner_org=org["id"],
+                                groups=[{"id": group["id"]}])
+    for url, kind, name in (
+            ("/dataset/" + dataset["name"], "dataset", dataset["name"]),
+            ("/organization/" + org["name"], "organization", org["name"]),
+            ("/organization/about/" + org["name"], "organization",
+             org["name"]),
+            ("/group/" + group["name"], "group", group["name"]),
+            ("/group/about/" + group["name"], "group", group["name"])):
+        page = app.get(url)
+        assert page.status_code == 200, url
+        link = re.search(r'<a [^>]*href="(/webhooks\?[^"]*)"', page.body)
+        assert link, url
+        assert html.unescape(link.group(1)) == "/webhooks?{}={}#create" \
+            .format(kind, name), url
+        # it leads to the form with the filter filled in
+        form = app.get(html.unescape(link.group(1)).split("#")[0])
+        assert _input_value(form, "field-" + kind) == name
+
+
+def test_the_dashboard_leads_to_ones_own_webhooks(app):
+    user = factories.UserWithToken()
+    page = Browser(app, {"Authorization": user["token"]}).get(
+        "/dashboard/datasets")
+    assert page.status_code == 200
+    tab = re.search(r'<a [^>]*href="/webhooks"[^>]*>.*?</a>', page.body,
+                    re.S)
+    assert tab and "My Webhooks" in tab.group(0)
+
+
+# --- /ckan-admin/webhooks ----------------------------------------------------
+
+def test_the_admin_page_is_for_sysadmins_only(app):
+    user = factories.UserWithToken()
+    assert app.get("/ckan-admin/webhooks").status_code == 403
+    assert Browser(app, {"Authorization": user["token"]}).get(
+        "/ckan-admin/webhooks").status_code == 403
+    admin = factories.SysadminWithToken()
+    page = Browser(app, {"Authorization": admin["token"]}).get("/ckan-admin")
+    # a tab among CKAN's own admin pages
+    assert re.search(r'<a [^>]*href="/ckan-admin/webhooks"', page.body)
+
+
+def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
+                                                         run_jobs):
+    user = factories.User()
+    receiver.answer("/failing", *[Answer(status=500)] * 3)
+    failing = helpers.call_action("webhook_create",
+                                  context={"user": user["name"]},
+                                  topic="resource/*",
+                                  address=receiver.url("/failing"))
+    anonymous = _anonymous_hook(receiver.url("/fine"))
+    for hook_id in (failing, anonymous):
+        helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()
+    admin = factories.SysadminWithToken()
+    page = Browser(app, {"Authorization": admin["token"]}).get(
+        "/ckan-admin/webhooks")
+    assert page.status_code == 200
+    # it lists hook ids: like every webhooks page, no cache keeps it
+    assert "no-store" in page.headers["Cache-Control"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    rows = {hook_id: _text(row) for hook_id, row in re.findall(
+        r'<tr class="webhooks-admin-hook" data-hook-id="([^"]+)">(.*?)</tr>',
+        page.body, re.S)}
+    assert set(rows) == {failing, anonymous}
+    assert "0 succeeded, 0 failed, 1 pending" in rows[failing]
+    assert "Failing since" in rows[failing]
+    assert "Anything happens to a resource" in rows[failing]
+    assert "1 succeeded, 0 failed, 0 pending" in rows[anonymous]
+    assert "Active" in rows[anonymous]
+    for hook_id in (failing, anonymous):
+        assert 'href="/webhooks/{}"'.format(hook_id) in page.body
+        assert 'action="/webhooks/{}/disable"'.format(hook_id) in page.body
+        assert 'href="/webhooks/{}/delete?next=admin"'.format(hook_id) \
+            in page.body
+    # the queue: the failing ping waits for its retry
+    queue = _text(re.search(r'<dl class="row webhooks-queue">.*?</dl>',
+                            page.body, re.S).group(0))
+    assert "Pending messages 1 (0 due now)" in queue
+    assert "Events waiting for fan-out 0" in queue
+
+
+def test_deleting_from_the_admin_page_returns_to_it(app):
+    hook_id = _anonymous_hook()
+    admin = factories.SysadminWithToken()
+    browser = Browser(app, {"Authorization": admin["token"]})
+    confirm = browser.get("/webhooks/{}/delete?next=admin".format(hook_id))
+    assert 'href="/ckan-admin/webhooks"' in confirm.body  # Cancel
+    page = browser.submit(confirm, "/webhooks/{}/delete".format(hook_id))
+    assert page.request.path == "/ckan-admin/webhooks"
+    assert any("The webhook was deleted" in f for f in _flashes(page))
+    assert hook_id not in _hook_ids()
 
 
 # --- translations ------------------------------------------------------------
@@ -642,7 +1233,8 @@ def test_the_catalog_template_holds_every_message_of_the_pages():
     package = Path(__file__).resolve().parent.parent
     with open(package / "i18n" / "ckanext-webhooks.pot", "rb") as f:
         catalog = {m.id for m in read_po(f) if m.id}
-    sources = [("python", package / "views.py")] + [
+    sources = [("python", package / name) for name in (
+        "views.py", "helpers.py", "health.py")] + [
         ("ckan.lib.extract.extract_ckan", template)
         for template in sorted((package / "templates").rglob("*.html"))]
     messages = {message for method, path in sources
@@ -650,4 +1242,4 @@ def test_the_catalog_template_holds_every_message_of_the_pages():
                 in extract_from_file(method, str(path))}
     assert messages, "nothing was extracted"
     missing = messages - catalog
-    assert not missing, "not in the .pot: {}".format(sorted(missing))
+    assert not missing, "not in the .pot: {}".format(sorted(missing, key=str))

@@ -1,0 +1,150 @@
+"""`make demo` as a user runs it: it comes up, .demo/try.py leads to the
+hook's page, and Ctrl-C or a TERM to make stops every process it started.
+
+Runs make with this test's virtualenv and CKAN version, on free ports and in
+a temporary directory (DEMO_PORT, DEMO_RECEIVER_PORT, DEMO_DIR); the demo's
+own database (ckan_demo) and Redis db are used as `make demo` uses them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import ckan
+
+from ckanext.webhooks.tests.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None or not (ROOT / "Makefile").exists(),
+    reason="needs make and the repository's Makefile")
+
+
+def _terminal_default_signals() -> None:
+    # what a shell in a terminal gives its jobs: SIGINT not ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Demo:
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "demo"
+        self.port = free_port()
+        self.receiver_port = free_port()
+        self.url = "http://127.0.0.1:{}".format(self.port)
+        self.log_path = tmp_path / "make-demo.log"
+        venv = Path(sys.executable).parent.parent
+        self.python = venv / "bin" / "python"
+        env = dict(os.environ, DEMO_DIR=str(self.dir),
+                   DEMO_PORT=str(self.port),
+                   DEMO_RECEIVER_PORT=str(self.receiver_port))
+        env.pop("MAKEFLAGS", None)
+        self.make = subprocess.Popen(
+            ["make", "--no-print-directory", "demo", "VENV={}".format(venv),
+             "CKAN_VERSION={}".format(ckan.__version__)],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_terminal_default_signals)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_until_up(self, timeout: float = 300) -> list[int]:
+        """The pids of the processes the demo started (each leads a
+        session of its own)."""
+        deadline = time.monotonic() + timeout
+        while "receiver output (deliveries)" not in self.log():
+            if self.make.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the demo did not come up:\n" +
+                                     self.log()[-3000:])
+            time.sleep(0.5)
+        return [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)",
+                                           self.log())]
+
+    def stop(self) -> None:
+        """Whatever a test left running: make's job (the demo script traps
+        TERM and stops its processes), then anything still there."""
+        sessions = [int(p) for p in re.findall(
+            r"started \w+ \(pid (\d+)\)", self.log())]
+        for group in [self.make.pid] + sessions:
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        _wait_until_gone([self.make.pid] + sessions, timeout=15)
+        for group in [self.make.pid] + sessions:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.make.wait(10)
+
+
+def _left_in(sessions: list[int]) -> list[str]:
+    """Processes still running in these sessions."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        # fields after the name: state, ppid, pgrp, session, ...
+        if fields[0] != "Z" and int(fields[3]) in sessions:
+            left.append(cmdline.replace(b"\0", b" ").decode())
+    return left
+
+
+def _wait_until_gone(sessions: list[int], timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while _left_in(sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _left_in(sessions)
+
+
+@pytest.fixture
+def demo(tmp_path):
+    started = Demo(tmp_path)
+    yield started
+    started.stop()
+
+
+def test_try_py_leads_to_the_hooks_page_and_term_stops_everything(demo):
+    sessions = demo.wait_until_up()
+    assert len(sessions) == 3  # receiver, worker, CKAN
+
+    tried = subprocess.run([str(demo.python), str(demo.dir / "try.py")],
+                           capture_output=True, text=True, timeout=120)
+    assert tried.returncode == 0, tried.stdout + tried.stderr
+    page = re.search(r"{}/webhooks/[A-Za-z0-9_-]+".format(re.escape(
+        demo.url)), tried.stdout)
+    assert page, tried.stdout
+    with urllib.request.urlopen(page.group(0), timeout=10) as answer:
+        assert answer.status == 200
+        assert "Webhook: A dataset is created" in answer.read().decode()
+
+    demo.make.send_signal(signal.SIGTERM)
+    demo.make.wait(60)
+    assert _wait_until_gone(sessions + [demo.make.pid]) == []
+    assert "stopped" in demo.log()
+
+
+def test_ctrl_c_stops_everything(demo):
+    sessions = demo.wait_until_up()
+    # Ctrl-C: the terminal sends SIGINT to the whole foreground job
+    os.killpg(demo.make.pid, signal.SIGINT)
+    demo.make.wait(60)
+    assert _wait_until_gone(sessions + [demo.make.pid]) == []
+    assert "stopped" in demo.log()
