@@ -429,8 +429,10 @@ class Engine:
             log.warning("webhooks: could not remove the heartbeat: %s", e)
 
     async def _renew(self) -> None:
-        holding = [m for m in self._held.values() if m.outcome is None
-                   and m.state == "send"]
+        # everything claimed and not yet recorded: an outcome waiting for a
+        # slow database must not lose its lease (another worker would send
+        # the message again)
+        holding = list(self._held.values())
         if not holding:
             return
         leases: dict[datetime.datetime, list[str]] = \
