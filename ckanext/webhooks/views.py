@@ -18,7 +18,7 @@ from werkzeug.exceptions import NotFound
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import health
-from ckanext.webhooks.model import FILTER_NAMES as FILTERS
+from ckanext.webhooks.model import FILTER_NAMES as FILTERS, utcnow
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 webhooks_admin = Blueprint("webhooks_admin", __name__,
@@ -225,7 +225,7 @@ def _since_default(hook: dict[str, Any]) -> str:
     if hook.get("failing_since"):
         moment = datetime.datetime.fromisoformat(hook["failing_since"])
     else:
-        moment = datetime.datetime.utcnow() - datetime.timedelta(days=1)
+        moment = utcnow() - datetime.timedelta(days=1)
     return moment.replace(tzinfo=datetime.timezone.utc).astimezone(zone) \
         .strftime(SINCE_FORMAT)
 
@@ -252,17 +252,20 @@ def read(id: str):
 
 
 def _act(action: str, hook_id: str, **extra: Any) -> Any:
-    """Call an action on a hook; unknown hooks are a 404."""
+    """Call an action on a hook; unknown and malformed hooks are a 404."""
     try:
         return tk.get_action(action)(_context(), dict(extra, id=hook_id))
-    except (tk.ObjectNotFound, tk.NotAuthorized):
+    except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
         return _not_found(tk._("Webhook not found"))
 
 
 def _act_or_flash(action: str, hook_id: str, **extra: Any) -> Any:
-    """Call an action on a hook; bad input is flashed, None returned."""
+    """Call an action on a hook; unknown hooks are a 404, what the action
+    refuses is flashed (and None returned)."""
     try:
-        return _act(action, hook_id, **extra)
+        return tk.get_action(action)(_context(), dict(extra, id=hook_id))
+    except (tk.ObjectNotFound, tk.NotAuthorized):
+        return _not_found(tk._("Webhook not found"))
     except tk.ValidationError as e:
         _show(hook_id)  # a malformed id is a 404, not a message
         tk.h.flash_error(" ".join(
