@@ -29,7 +29,22 @@ def _status(cli, *args):
 def _text(cli):
     from ckan.cli.cli import ckan
     result = cli.invoke(ckan, ["webhooks", "status"])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.output
+
+
+@pytest.fixture(autouse=True)
+def no_earlier_workers():
+    """Workers of earlier tests were killed (SIGKILL): their heartbeats
+    would still count as recent."""
+    import sqlalchemy as sa
+    try:
+        model.Session.execute(sa.text("DELETE FROM webhooks_worker"))
+        model.Session.commit()
+    except sa.exc.ProgrammingError:  # no tables yet: nothing to forget
+        model.Session.rollback()
+    yield
 
 
 @pytest.mark.usefixtures("webhooks")
