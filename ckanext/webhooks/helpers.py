@@ -136,15 +136,18 @@ def webhooks_delivery_class(status: Optional[str]) -> str:
             "pending": "text-body-secondary"}.get(status or "", "")
 
 
-def webhooks_worker_state(state: Optional[str]) -> str:
-    """What an RQ worker is doing, as the admin page says it."""
-    name = str(getattr(state, "value", state) or "")  # RQ 2: an enum
-    return {
-        "idle": tk._("waiting for jobs"),
-        "busy": tk._("delivering"),
-        "started": tk._("starting"),
-        "suspended": tk._("suspended"),
-    }.get(name, name)
+def webhooks_duration(seconds: float) -> str:
+    """A length of time in the largest units that fit: 42 s, 5 min,
+    3 h 20 min, 2 d 4 h."""
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return tk._("{s} s").format(s=seconds)
+    minutes, hours = seconds // 60, seconds // 3600
+    if seconds < 3600:
+        return tk._("{m} min").format(m=minutes)
+    if seconds < 86400:
+        return tk._("{h} h {m} min").format(h=hours, m=minutes % 60)
+    return tk._("{d} d {h} h").format(d=hours // 24, h=hours % 24)
 
 
 def webhooks_filter_label(name: str) -> str:

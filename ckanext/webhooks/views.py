@@ -17,7 +17,7 @@ from werkzeug.exceptions import NotFound
 
 import ckan.plugins.toolkit as tk
 
-from ckanext.webhooks import health
+from ckanext.webhooks.status import delivery_status
 from ckanext.webhooks.model import FILTER_NAMES as FILTERS, utcnow
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -242,8 +242,11 @@ def read(id: str):
     return tk.render("webhooks/read.html", {
         "hook": hook,
         "deliveries": deliveries,
-        "busy": hook["status"] == "pending" or any(
-            d["status"] == "pending" for d in deliveries),
+        # the counts and the list are read one after the other: a message
+        # may finish in between, so either one being pending counts
+        "busy": hook["status"] == "pending"
+        or hook["deliveries"]["pending"] > 0
+        or any(d["status"] == "pending" for d in deliveries),
         "receiver_path": _receiver_path(hook["address"]),
         "since_default": _since_default(hook),
         "pending_hours": max(1, round(
@@ -493,5 +496,6 @@ def admin_index():
         "hooks": hooks[:ADMIN_PAGE_SIZE],
         "page": page,
         "has_next": len(hooks) > ADMIN_PAGE_SIZE,
-        "queue": health.queue_health(),
+        # the report of `ckan webhooks status`: one view of delivery's health
+        "queue": delivery_status(),
     })

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+import sqlalchemy as sa
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from standardwebhooks import Webhook
@@ -1210,8 +1211,48 @@ def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
     # the queue: the failing ping waits for its retry
     queue = _text(re.search(r'<dl class="row webhooks-queue">.*?</dl>',
                             page.body, re.S).group(0))
-    assert "Pending messages 1 (0 due now)" in queue
+    assert re.search(r"Pending messages 1 \(the oldest created \d+ s ago, "
+                     r"0 being attempted now\)", queue), queue
+    assert "Due now, not yet taken 0" in queue
+    assert "Retries scheduled 1 (the next at " in queue
     assert "Events waiting for fan-out 0" in queue
+    assert "1 failing, 0 with an open circuit" in queue
+    # no worker runs in this test, and nothing is due: not stuck
+    assert "None seen. Nothing is delivered until a worker runs" in queue
+    assert "Delivery is stuck" not in page.body
+
+
+def test_the_admin_page_shows_the_workers_heartbeats_and_when_it_is_stuck(
+        app):
+    from ckanext.webhooks.pipeline import heartbeat
+    admin = factories.SysadminWithToken()
+    browser = Browser(app, {"Authorization": admin["token"]})
+    worker = heartbeat.Identity()
+    heartbeat.beat(worker, listening=True, in_flight=3, last_sweep=None)
+    gone = heartbeat.Identity()
+    heartbeat.beat(gone, listening=True, in_flight=0, last_sweep=None)
+    model.Session.execute(sa.text(
+        "UPDATE webhooks_worker SET last_seen = last_seen - interval "
+        "'1 hour' WHERE id = :id"), {"id": gone.id})
+    model.Session.commit()
+    page = browser.get("/ckan-admin/webhooks")
+    workers = _text(re.search(r'<dd[^>]*id="webhooks-queue-workers">(.*?)'
+                              r'</dd>', page.body, re.S).group(1))
+    assert workers.startswith("1 running ")
+    assert "{} pid {}: seen".format(worker.hostname, worker.pid) in workers
+    assert "3 attempts in flight" in workers
+    assert "1 more worker stopped reporting" in workers
+    assert "Delivery is stuck" not in page.body
+
+    # work is due and no worker runs: stuck, and the page says why
+    heartbeat.leave(worker)
+    _anonymous_hook()
+    helpers.call_action("webhook_ping", id=_anonymous_hook(
+        "http://example.org/due"))
+    page = browser.get("/ckan-admin/webhooks")
+    stuck = re.search(r'<div class="alert alert-danger webhooks-stuck".*?'
+                      r'</div>', page.body, re.S)
+    assert stuck and "no worker was seen" in _text(stuck.group(0))
 
 
 def test_deleting_from_the_admin_page_returns_to_it(app):
@@ -1234,7 +1275,7 @@ def test_the_catalog_template_holds_every_message_of_the_pages():
     with open(package / "i18n" / "ckanext-webhooks.pot", "rb") as f:
         catalog = {m.id for m in read_po(f) if m.id}
     sources = [("python", package / name) for name in (
-        "views.py", "helpers.py", "health.py")] + [
+        "views.py", "helpers.py")] + [
         ("ckan.lib.extract.extract_ckan", template)
         for template in sorted((package / "templates").rglob("*.html"))]
     messages = {message for method, path in sources
