@@ -6,7 +6,8 @@
 # Ctrl-C or a TERM stops CKAN, the worker and the receiver (each runs in a
 # session of its own, and the traps below stop those sessions).
 # DEMO_EXIT_AFTER_START=1 stops everything once it is up. DEMO_PORT,
-# DEMO_RECEIVER_PORT and DEMO_DIR move it (the tests use them).
+# DEMO_RECEIVER_PORT, DEMO_DIR, DEMO_DATABASE_URL and DEMO_REDIS_URL move it
+# (the tests run it on their own ports, directory, database and Redis db).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ SHOWN=${DEMO#"$ROOT"/}  # as the messages below name it
 CKAN_PORT=${DEMO_PORT:-5000}
 CKAN_URL=http://127.0.0.1:$CKAN_PORT
 RECEIVER_PORT=${DEMO_RECEIVER_PORT:-8765}
+DATABASE_URL=${DEMO_DATABASE_URL:-postgresql://ckan_default:pass@127.0.0.1/ckan_demo}
+REDIS_URL=${DEMO_REDIS_URL:-redis://127.0.0.1:6379/2}
 ADMIN_PASSWORD=demo-admin-pass
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -49,13 +52,15 @@ sed -e "s|@SECRET_KEY@|$SECRET_KEY|" \
     -e "s|@WTF_CSRF_SECRET_KEY@|$WTF_CSRF_SECRET_KEY|" \
     -e "s|@STORAGE_PATH@|$DEMO/storage|" \
     -e "s|@SITE_URL@|$CKAN_URL|" \
+    -e "s|@DATABASE_URL@|$DATABASE_URL|" \
+    -e "s|@REDIS_URL@|$REDIS_URL|" \
     scripts/demo.ini.in > "$INI"
 echo "wrote $INI"
 
 ckan() { "$BIN/ckan" -c "$INI" "$@"; }
 
 # --- database and the sysadmin ------------------------------------------------
-say "database (ckan_demo)"
+say "database (${DATABASE_URL##*/})"
 ckan db init 2>>"$DEMO/setup.log"
 ckan db upgrade -p webhooks 2>>"$DEMO/setup.log"
 

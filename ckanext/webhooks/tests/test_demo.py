@@ -1,9 +1,11 @@
 """`make demo` as a user runs it: it comes up, .demo/try.py leads to the
 hook's page, and Ctrl-C or a TERM to make stops every process it started.
 
-Runs make with this test's virtualenv and CKAN version, on free ports and in
-a temporary directory (DEMO_PORT, DEMO_RECEIVER_PORT, DEMO_DIR); the demo's
-own database (ckan_demo) and Redis db are used as `make demo` uses them.
+Runs make with this test's virtualenv and CKAN version, on free ports, in a
+temporary directory and on the test's own database and Redis db (DEMO_PORT,
+DEMO_RECEIVER_PORT, DEMO_DIR, DEMO_DATABASE_URL, DEMO_REDIS_URL): never on
+the developer's ckan_demo, which a test run of another CKAN version would
+migrate away from the demo's own.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import ckan
+import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.tests.processes import free_port
 
@@ -46,7 +49,9 @@ class Demo:
         self.python = venv / "bin" / "python"
         env = dict(os.environ, DEMO_DIR=str(self.dir),
                    DEMO_PORT=str(self.port),
-                   DEMO_RECEIVER_PORT=str(self.receiver_port))
+                   DEMO_RECEIVER_PORT=str(self.receiver_port),
+                   DEMO_DATABASE_URL=tk.config.get("sqlalchemy.url"),
+                   DEMO_REDIS_URL=tk.config.get("ckan.redis.url"))
         env.pop("MAKEFLAGS", None)
         self.make = subprocess.Popen(
             ["make", "--no-print-directory", "demo", "VENV={}".format(venv),
