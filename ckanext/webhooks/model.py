@@ -25,9 +25,9 @@ STATUS_DISABLED = "disabled"
 # a successful ping does not re-enable it
 REASON_DISABLED_BY_OWNER = "disabled by its owner"
 
-DELIVERY_PENDING = "pending"
-DELIVERY_SUCCEEDED = "succeeded"
-DELIVERY_FAILED = "failed"
+MESSAGE_PENDING = "pending"
+MESSAGE_SUCCEEDED = "succeeded"
+MESSAGE_FAILED = "failed"
 
 FILTER_NAMES = ("dataset", "organization", "group", "resource")
 
@@ -115,14 +115,6 @@ class Hook(tk.BaseModel):
     def filters(self) -> dict:
         return {name: getattr(self, "filter_" + name) for name in FILTER_NAMES}
 
-    def secrets_for_signing(self, now: datetime.datetime) -> list[str]:
-        """The current secret, then the previous one while it is still valid."""
-        keys = [self.secret]
-        if self.previous_secret and self.previous_secret_expires \
-                and self.previous_secret_expires > now:
-            keys.append(self.previous_secret)
-        return keys
-
 
 class Event(tk.BaseModel):
     """A committed change of a dataset or resource, waiting to be fanned out.
@@ -151,7 +143,7 @@ class Event(tk.BaseModel):
     changes = sa.Column(JSONB, nullable=True)
 
 
-class Delivery(tk.BaseModel):
+class Message(tk.BaseModel):
     """One message to one hook, with the outcome of its latest attempt."""
 
     __tablename__ = "webhooks_delivery"
@@ -167,7 +159,7 @@ class Delivery(tk.BaseModel):
     data = sa.Column(JSONB, nullable=True)
     body = sa.Column(sa.UnicodeText, nullable=True)
     status = sa.Column(sa.UnicodeText, nullable=False,
-                       default=DELIVERY_PENDING)
+                       default=MESSAGE_PENDING)
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
     response_status = sa.Column(sa.Integer, nullable=True)
     error = sa.Column(sa.UnicodeText, nullable=True)

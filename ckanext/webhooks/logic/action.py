@@ -13,8 +13,8 @@ import ckan.plugins.toolkit as tk
 from ckanext.webhooks import addresses, examples, jobs, limits, verification
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.model import (
-    Attempt, Delivery, Hook, new_secret, utcnow,
-    DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED,
+    Attempt, Message, Hook, new_secret, utcnow,
+    MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
 )
 
@@ -67,16 +67,16 @@ def _visible():
     a body only once a worker judged that the owner may see the event;
     until then nothing about it is shown (not even that it exists).
     Pings, challenges and test deliveries have no event to judge."""
-    return sa.or_(Delivery.body.isnot(None), Delivery.event_id.is_(None))
+    return sa.or_(Message.body.isnot(None), Message.event_id.is_(None))
 
 
 def _statistics(hook_ids: list[str]) -> dict[str, dict[str, int]]:
     rows = model.Session.query(
-        Delivery.hook_id, Delivery.status, sa.func.count()
-    ).filter(Delivery.hook_id.in_(hook_ids), _visible()) \
-        .group_by(Delivery.hook_id, Delivery.status).all()
+        Message.hook_id, Message.status, sa.func.count()
+    ).filter(Message.hook_id.in_(hook_ids), _visible()) \
+        .group_by(Message.hook_id, Message.status).all()
     stats: dict[str, dict[str, int]] = {
-        h: {DELIVERY_PENDING: 0, DELIVERY_SUCCEEDED: 0, DELIVERY_FAILED: 0}
+        h: {MESSAGE_PENDING: 0, MESSAGE_SUCCEEDED: 0, MESSAGE_FAILED: 0}
         for h in hook_ids}
     for hook_id, status, count in rows:
         stats[hook_id][status] = count
@@ -225,14 +225,14 @@ def _check_new_address_limits(address: str,
 
 
 def _new_message(hook: Hook, type_: str, data: dict[str, Any],
-                 test: bool = False) -> Delivery:
-    message = Delivery(hook_id=hook.id, type=type_, data=data,
-                       status=DELIVERY_PENDING, attempts=0, test=test)
+                 test: bool = False) -> Message:
+    message = Message(hook_id=hook.id, type=type_, data=data,
+                       status=MESSAGE_PENDING, attempts=0, test=test)
     model.Session.add(message)
     return message
 
 
-def _commit_and_deliver(context, message: Delivery) -> None:
+def _commit_and_deliver(context, message: Message) -> None:
     """Commit, then ask a worker for the message; with ``defer_commit`` the
     caller commits and the worker's sweep finds the message."""
     if context.get("defer_commit"):
@@ -250,14 +250,14 @@ def _call_off(hook: Hook, reason: str) -> None:
     """Pings and challenges still waiting are not sent (the address changed
     or the hook was disabled): they would reach an address that did not
     agree to them, and a successful ping would enable the hook again."""
-    model.Session.query(Delivery).filter(
-        Delivery.hook_id == hook.id, Delivery.status == DELIVERY_PENDING,
-        Delivery.type.in_([jobs.TYPE_PING, jobs.TYPE_VERIFY]),
-    ).update({"status": DELIVERY_FAILED, "error": reason},
+    model.Session.query(Message).filter(
+        Message.hook_id == hook.id, Message.status == MESSAGE_PENDING,
+        Message.type.in_([jobs.TYPE_PING, jobs.TYPE_VERIFY]),
+    ).update({"status": MESSAGE_FAILED, "error": reason},
              synchronize_session=False)
 
 
-def _new_challenge(hook: Hook) -> Delivery:
+def _new_challenge(hook: Hook) -> Message:
     """A new verification challenge; one still waiting is superseded."""
     _call_off(hook, "superseded by a new challenge")
     hook.challenges_sent = (hook.challenges_sent or 0) + 1
@@ -273,10 +273,10 @@ def _may_challenge_again(hook: Hook) -> bool:
         or hook.last_challenge <= utcnow() - CHALLENGE_INTERVAL)
 
 
-def _latest_challenge(hook: Hook) -> Optional[Delivery]:
-    return model.Session.query(Delivery).filter(
-        Delivery.hook_id == hook.id, Delivery.type == jobs.TYPE_VERIFY,
-    ).order_by(Delivery.created.desc(), Delivery.id.desc()).first()
+def _latest_challenge(hook: Hook) -> Optional[Message]:
+    return model.Session.query(Message).filter(
+        Message.hook_id == hook.id, Message.type == jobs.TYPE_VERIFY,
+    ).order_by(Message.created.desc(), Message.id.desc()).first()
 
 
 def _not_while_pending() -> tk.ValidationError:
@@ -474,8 +474,8 @@ def _address_unverified(hook: Hook) -> None:
     (a hook its owner disabled stays disabled until enabled)."""
     _call_off(hook, "the address changed")
     # the old address's challenges do not count against the new one's
-    model.Session.query(Delivery).filter(
-        Delivery.hook_id == hook.id, Delivery.type == jobs.TYPE_VERIFY,
+    model.Session.query(Message).filter(
+        Message.hook_id == hook.id, Message.type == jobs.TYPE_VERIFY,
     ).delete(synchronize_session=False)
     hook.verified = None
     hook.challenges_sent = 0
@@ -610,7 +610,7 @@ def _challenge_again(context, hook: Hook) -> str:
     return latest.id
 
 
-def _delivery_dict(m: Delivery) -> dict[str, Any]:
+def _delivery_dict(m: Message) -> dict[str, Any]:
     return {
         "id": m.id,
         "type": m.type,
@@ -623,7 +623,7 @@ def _delivery_dict(m: Delivery) -> dict[str, Any]:
         "created": _iso(m.created),
         "last_attempt": _iso(m.last_attempt),
         "next_attempt": _iso(m.next_attempt)
-        if m.status == DELIVERY_PENDING else None,
+        if m.status == MESSAGE_PENDING else None,
     }
 
 
@@ -648,16 +648,16 @@ def webhook_delivery_list(context, data_dict) -> list[dict[str, Any]]:
     tk.check_access("webhook_delivery_list", context, data_dict)
     data = schema.load(schema.DeliveryListSchema, data_dict)
     hook = _hook_or_404(data["id"])
-    messages = model.Session.query(Delivery) \
-        .filter(Delivery.hook_id == hook.id, _visible()) \
-        .order_by(Delivery.created.desc(), Delivery.id) \
+    messages = model.Session.query(Message) \
+        .filter(Message.hook_id == hook.id, _visible()) \
+        .order_by(Message.created.desc(), Message.id) \
         .limit(data["limit"]).all()
     return [_delivery_dict(m) for m in messages]
 
 
-def _message_or_404(hook: Hook, message_id: str) -> Delivery:
-    message = model.Session.query(Delivery).filter(
-        Delivery.id == message_id, Delivery.hook_id == hook.id,
+def _message_or_404(hook: Hook, message_id: str) -> Message:
+    message = model.Session.query(Message).filter(
+        Message.id == message_id, Message.hook_id == hook.id,
         _visible()).one_or_none()
     if message is None:
         raise tk.ObjectNotFound(tk._("Delivery not found"))
@@ -710,8 +710,8 @@ def _only_for_active(hook: Hook) -> None:
 def _attempt_now(ids: list[str]) -> None:
     """These messages are due now (a message being attempted right now
     keeps its lease: that attempt's outcome stands)."""
-    model.Session.query(Delivery).filter(Delivery.id.in_(ids)).update(
-        {"status": DELIVERY_PENDING, "next_attempt": utcnow()},
+    model.Session.query(Message).filter(Message.id.in_(ids)).update(
+        {"status": MESSAGE_PENDING, "next_attempt": utcnow()},
         synchronize_session=False)
 
 
@@ -768,10 +768,10 @@ def webhook_recover(context, data_dict) -> int:
             "Failed deliveries of this webhook were recovered a moment "
             "ago; try again in {0} minutes").format(minutes)]})
     failed = model.Session.query(
-        Delivery.id, _visible().label("visible")).filter(
-        Delivery.hook_id == hook.id, Delivery.status == DELIVERY_FAILED,
-        Delivery.type != jobs.TYPE_VERIFY, Delivery.created >= data["since"],
-    ).order_by(Delivery.created, Delivery.id).all()
+        Message.id, _visible().label("visible")).filter(
+        Message.hook_id == hook.id, Message.status == MESSAGE_FAILED,
+        Message.type != jobs.TYPE_VERIFY, Message.created >= data["since"],
+    ).order_by(Message.created, Message.id).all()
     ids = [row.id for row in failed]
     if ids:
         _attempt_now(ids)

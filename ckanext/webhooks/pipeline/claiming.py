@@ -32,7 +32,7 @@ _DUE = """
       AND event_id IS {event} NULL
       AND (lease_until IS NULL OR lease_until < :now)
       AND NOT (hook_id = ANY(:excluded))
-    ORDER BY next_attempt LIMIT :size
+    ORDER BY next_attempt, created, id LIMIT :size
     FOR UPDATE SKIP LOCKED
 """
 _CLAIM = sa.text("""
@@ -99,7 +99,7 @@ def release(ids: list[str], held: datetime.datetime,
     model.Session.commit()
 
 
-class Message:
+class ClaimedMessage:
     """A claimed message: its row, its hook, and what its attempt brought.
 
     ``state`` says what becomes of it: ``send`` (an attempt goes out),

@@ -29,7 +29,7 @@ from ckanext.webhooks import access
 from ckanext.webhooks.model import (
     Event, Hook, STATUS_ACTIVE, STATUS_PENDING, utcnow)
 from ckanext.webhooks.pipeline import bodies
-from ckanext.webhooks.pipeline.claiming import Message
+from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import host_key
 
 TYPE_PING = "webhook/ping"
@@ -118,7 +118,7 @@ class Views:
         return self.data[key], self.changes[key]
 
 
-def _hooks(messages: list[Message]) -> dict[str, Any]:
+def _hooks(messages: list[ClaimedMessage]) -> dict[str, Any]:
     ids = list({m.hook_id for m in messages})
     return {hook.id: hook for hook in model.Session.query(
         Hook.id, Hook.address, Hook.status, Hook.status_reason,
@@ -128,7 +128,7 @@ def _hooks(messages: list[Message]) -> dict[str, Any]:
     ).filter(Hook.id.in_(ids))}
 
 
-def _decide(message: Message, hook: Any, views: Views) -> None:
+def _decide(message: ClaimedMessage, hook: Any, views: Views) -> None:
     """Set what ``message`` carries, or why it is not sent."""
     if hook is None:  # deleted meanwhile: its messages went with it
         message.state = "drop"
@@ -156,7 +156,12 @@ def _decide(message: Message, hook: Any, views: Views) -> None:
         if data_json is None:  # not for this owner (any more)
             message.state = "drop"
             return
-        message.sequence = (hook.id, event.package_id or event.entity_id)
+        # a first attempt waits for the messages of its hook about the same
+        # dataset; retries and recovered messages of a hook go one after
+        # another, oldest first (so ``webhook_recover`` keeps its order)
+        message.sequence = (
+            (hook.id, event.package_id or event.entity_id)
+            if message.attempts <= 1 else (hook.id, "again"))
         message.order = (event.created, event.id)
         if message.body is None:
             message.body = bodies.compose_body(
@@ -172,7 +177,7 @@ def _decide(message: Message, hook: Any, views: Views) -> None:
         message.new_body = True
 
 
-def compose(messages: list[Message], views: Views) -> None:
+def compose(messages: list[ClaimedMessage], views: Views) -> None:
     """Decide every claimed message: what it carries and where it goes;
     ``messages`` end up in the order of their events."""
     hooks = _hooks(messages)

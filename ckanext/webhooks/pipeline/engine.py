@@ -34,7 +34,7 @@ import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.pipeline import (
     claiming, composing, heartbeat, matching, outcomes, sweep)
-from ckanext.webhooks.pipeline.claiming import Message
+from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import Transport
 
 log = logging.getLogger(__name__)
@@ -81,21 +81,21 @@ class Engine:
         self._wakeup: Optional[asyncio.Event] = None
         self._stopping = False
         self._events_waiting = True
-        self._held: dict[str, Message] = {}
-        self._ready: collections.deque[Message] = collections.deque()
-        self._waiting: dict[tuple, collections.deque[Message]] = {}
+        self._held: dict[str, ClaimedMessage] = {}
+        self._ready: collections.deque[ClaimedMessage] = collections.deque()
+        self._waiting: dict[tuple, collections.deque[ClaimedMessage]] = {}
         self._active: collections.Counter = collections.Counter()
         self._hook_hosts: dict[str, tuple] = {}
         # per hook and dataset: the messages waiting for the one in flight
-        self._sequences: dict[tuple, collections.deque[Message]] = {}
-        self._finished: list[Message] = []
+        self._sequences: dict[tuple, collections.deque[ClaimedMessage]] = {}
+        self._finished: list[ClaimedMessage] = []
         # the circuit breaker, before the database knows: failures in a row
         # per hook, and the messages of hooks that reached the threshold
         self._failures: collections.Counter = collections.Counter()
-        self._parked: dict[str, list[Message]] = {}
+        self._parked: dict[str, list[ClaimedMessage]] = {}
         self.circuit_failures = max(1, tk.config.get(
             "ckanext.webhooks.circuit_failures"))
-        self._release: list[tuple[Message, Optional[datetime.datetime]]] = []
+        self._release: list[tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
@@ -255,7 +255,7 @@ class Engine:
                                        self._excluded_hooks())
         if not rows:
             return 0
-        messages = [Message(row, lease) for row in rows]
+        messages = [ClaimedMessage(row, lease) for row in rows]
         views = composing.Views()
         await self._call(composing.compose, messages, views)
         self.stats["claimed"] += len(messages)
@@ -306,7 +306,7 @@ class Engine:
                 continue
             self._launch(message)
 
-    def _launch(self, message: Message) -> None:
+    def _launch(self, message: ClaimedMessage) -> None:
         from ckanext.webhooks.model import utcnow
         self._in_flight += 1
         self._active[message.host] += 1
@@ -315,7 +315,7 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, message: Message) -> None:
+    async def _send(self, message: ClaimedMessage) -> None:
         try:
             message.outcome = await self._transport.post(
                 message.address, message.id, message.body, message.secrets)
@@ -344,7 +344,7 @@ class Engine:
                 self._start_sends()
             self._wake()
 
-    def _count_failure(self, message: Message) -> None:
+    def _count_failure(self, message: ClaimedMessage) -> None:
         """Park a hook's other messages as soon as it failed often enough in
         a row; the record of these outcomes then opens its circuit."""
         outcome = message.outcome
@@ -374,7 +374,7 @@ class Engine:
         if not opened:
             return
 
-        def keep(message: Message) -> bool:
+        def keep(message: ClaimedMessage) -> bool:
             until = opened.get(message.hook_id)
             if until is not None and message.event_id:
                 self._release.append((message, until))

@@ -26,10 +26,10 @@ import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import verification
 from ckanext.webhooks.model import (
-    Hook, utcnow, DELIVERY_PENDING, DELIVERY_SUCCEEDED, DELIVERY_FAILED,
+    Hook, utcnow, MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
     REASON_DISABLED_BY_OWNER)
-from ckanext.webhooks.pipeline.claiming import Message
+from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.composing import TYPE_PING, TYPE_VERIFY
 from ckanext.webhooks.pipeline.sending import Outcome
 
@@ -47,7 +47,7 @@ LOGGED_ATTEMPTS = 50
 LAST_SUCCESS_EVERY = datetime.timedelta(seconds=60)
 
 
-def _schedule(message: Message) -> list[float]:
+def _schedule(message: ClaimedMessage) -> list[float]:
     if message.type == TYPE_VERIFY:
         return list(CHALLENGE_RETRIES)
     if message.type == TYPE_PING or message.test:
@@ -56,7 +56,7 @@ def _schedule(message: Message) -> list[float]:
             tk.config.get("ckanext.webhooks.retry_schedule")]
 
 
-def _retry_delay(message: Message, outcome: Outcome,
+def _retry_delay(message: ClaimedMessage, outcome: Outcome,
                  jitter: float) -> Optional[float]:
     schedule = _schedule(message)
     if message.attempts > len(schedule):
@@ -67,7 +67,7 @@ def _retry_delay(message: Message, outcome: Outcome,
     return schedule[message.attempts - 1] * jitter
 
 
-def _challenge_answered(message: Message, outcome: Outcome) -> bool:
+def _challenge_answered(message: ClaimedMessage, outcome: Outcome) -> bool:
     challenge = (message.data or {}).get("challenge")
     return bool(challenge) and verification.answered(
         challenge, message.hook_id, outcome.response_body)
@@ -177,7 +177,7 @@ def _logged_body(outcome: Outcome, hook_active: bool) -> Optional[str]:
     return text[:LOGGED_BODY].replace("\x00", "\ufffd")
 
 
-def _judge(message: Message, change: _HookChange, now: datetime.datetime,
+def _judge(message: ClaimedMessage, change: _HookChange, now: datetime.datetime,
            jitter: float) -> None:
     """Set the message's state after its attempt, and what it does to its
     hook."""
@@ -186,10 +186,10 @@ def _judge(message: Message, change: _HookChange, now: datetime.datetime,
     if outcome.succeeded:
         if message.type == TYPE_VERIFY and not _challenge_answered(
                 message, outcome):
-            message.state = DELIVERY_FAILED
+            message.state = MESSAGE_FAILED
             message.error = "the answer did not echo the challenge"
             return
-        message.state = DELIVERY_SUCCEEDED
+        message.state = MESSAGE_SUCCEEDED
         change.reset, change.errors, change.failing = True, 0, False
         change.failures = 0
         if message.type == TYPE_VERIFY and hook.status == STATUS_PENDING:
@@ -200,7 +200,7 @@ def _judge(message: Message, change: _HookChange, now: datetime.datetime,
         return
 
     change.failing = True
-    message.state = DELIVERY_FAILED
+    message.state = MESSAGE_FAILED
     message.error = outcome.error
     if outcome.gone:
         change.gone = True
@@ -213,7 +213,7 @@ def _judge(message: Message, change: _HookChange, now: datetime.datetime,
         if message.event_id:
             change.failures += 1
         if delay is not None:
-            message.state = DELIVERY_PENDING
+            message.state = MESSAGE_PENDING
             message.next_attempt = now + datetime.timedelta(seconds=delay)
             if message.event_id:
                 change.circuit_until = max(
@@ -221,22 +221,22 @@ def _judge(message: Message, change: _HookChange, now: datetime.datetime,
                     message.next_attempt)
 
 
-def record(messages: list[Message]) -> dict[str, datetime.datetime]:
+def record(messages: list[ClaimedMessage]) -> dict[str, datetime.datetime]:
     """Store outcomes and apply the hook rules; the hooks whose circuit is
     open now, with the time it closes."""
     now = utcnow()
     jitter = 1 + random.uniform(0, 0.1)
     changes: dict[str, _HookChange] = {}
     dropped: list[str] = []
-    stored: list[Message] = []
-    attempted: list[Message] = []
+    stored: list[ClaimedMessage] = []
+    attempted: list[ClaimedMessage] = []
     for message in messages:
         if message.state == "drop":
             dropped.append(message.id)
             continue
         stored.append(message)
         if message.outcome is None:  # decided without an attempt
-            message.state = DELIVERY_FAILED
+            message.state = MESSAGE_FAILED
             continue
         attempted.append(message)
         change = changes.get(message.hook.id)
@@ -263,7 +263,7 @@ def record(messages: list[Message]) -> dict[str, datetime.datetime]:
             "ats": [m.started or now for m in attempted],
             "durations": [m.outcome.duration_ms for m in attempted],
             "codes": [m.outcome.status for m in attempted],
-            "errors": [m.error if m.state != DELIVERY_SUCCEEDED else None
+            "errors": [m.error if m.state != MESSAGE_SUCCEEDED else None
                        for m in attempted],
             "bodies": [_logged_body(m.outcome,
                                     m.hook.status == STATUS_ACTIVE)
@@ -277,7 +277,7 @@ def record(messages: list[Message]) -> dict[str, datetime.datetime]:
     return opened
 
 
-def _store_hooks(changes: dict[str, _HookChange], stored: list[Message],
+def _store_hooks(changes: dict[str, _HookChange], stored: list[ClaimedMessage],
                  now: datetime.datetime) -> dict[str, datetime.datetime]:
     session = model.Session
     hooks = {m.hook.id: m.hook for m in stored if m.hook is not None}

@@ -15,8 +15,8 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.model import (
-    Delivery, Event, Hook, utcnow,
-    DELIVERY_PENDING, STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING)
+    Message, Event, Hook, utcnow,
+    MESSAGE_PENDING, STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING)
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,11 @@ def prune(days: Optional[float] = None, commit: bool = True) -> int:
         days = tk.config.get("ckanext.webhooks.delivery_retention_days")
     cutoff = utcnow() - datetime.timedelta(days=days)
     session = model.Session
-    deleted = session.query(Delivery).filter(
-        Delivery.status != DELIVERY_PENDING, Delivery.created < cutoff,
+    deleted = session.query(Message).filter(
+        Message.status != MESSAGE_PENDING, Message.created < cutoff,
     ).delete(synchronize_session=False)
-    pending = sa.select(Delivery.event_id).where(
-        Delivery.status == DELIVERY_PENDING, Delivery.event_id.isnot(None))
+    pending = sa.select(Message.event_id).where(
+        Message.status == MESSAGE_PENDING, Message.event_id.isnot(None))
     session.query(Event).filter(
         Event.created < cutoff, Event.fanned_out.isnot(None),
         Event.id.notin_(pending),

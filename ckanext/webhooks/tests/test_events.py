@@ -4,7 +4,7 @@ import pytest
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Delivery, Event
+from ckanext.webhooks.model import Message, Event
 
 TOPICS = ("dataset/create", "dataset/update", "dataset/delete",
           "resource/create", "resource/update", "resource/delete",
@@ -245,8 +245,8 @@ def test_rolled_back_change_leaves_no_event_and_no_delivery(
     # only the marker's event, and only its deliveries
     assert [e.entity_id for e in model.Session.query(Event)] == [
         deliveries.marker_id]
-    assert model.Session.query(Delivery).join(
-        Event, Event.id == Delivery.event_id).filter(
+    assert model.Session.query(Message).join(
+        Event, Event.id == Message.event_id).filter(
         Event.entity_id != deliveries.marker_id).count() == 0
 
 

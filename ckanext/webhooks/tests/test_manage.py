@@ -16,7 +16,7 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks import jobs
 from ckanext.webhooks.pipeline import matching, sweep as sweeping
-from ckanext.webhooks.model import Attempt, Delivery, Event, Hook, utcnow
+from ckanext.webhooks.model import Attempt, Message, Event, Hook, utcnow
 from ckanext.webhooks.tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("webhooks")
@@ -776,8 +776,8 @@ def test_messages_of_events_the_owner_may_not_see_are_never_visible(
     for event in model.Session.query(Event).all():
         matching.create_messages(event)
     model.Session.commit()
-    hidden = [m.id for m in model.Session.query(Delivery).filter(
-        Delivery.hook_id == hook_id)]
+    hidden = [m.id for m in model.Session.query(Message).filter(
+        Message.hook_id == hook_id)]
     assert len(hidden) == 4
 
     def nothing_shows():

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Delivery, Hook
+from ckanext.webhooks.model import Message, Hook
 from ckanext.webhooks.pipeline import engine
 from ckanext.webhooks.tests.receiver import Answer
 
@@ -27,9 +27,9 @@ def _due_now(hook_id: str) -> None:
     model.Session.commit()
 
 
-def _rows(hook_id: str) -> list[Delivery]:
+def _rows(hook_id: str) -> list[Message]:
     model.Session.expire_all()
-    return model.Session.query(Delivery).filter_by(hook_id=hook_id).all()
+    return model.Session.query(Message).filter_by(hook_id=hook_id).all()
 
 
 def test_a_retry_is_not_sent_once_the_owner_may_no_longer_see_it(

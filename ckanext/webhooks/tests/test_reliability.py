@@ -23,7 +23,7 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks import jobs
 from ckanext.webhooks.pipeline import sweep as sweeping
-from ckanext.webhooks.model import Delivery, Event, Hook
+from ckanext.webhooks.model import Message, Event, Hook
 from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Answer
 
@@ -357,7 +357,7 @@ def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
     factories.Dataset()
     run_jobs()
     old, new = helpers.call_action("webhook_delivery_list", id=hook_id)
-    _age(Delivery, old["id"], created=datetime.datetime.utcnow()
+    _age(Message, old["id"], created=datetime.datetime.utcnow()
          - datetime.timedelta(days=8))
     sweeping.sweep()
     remaining = helpers.call_action("webhook_delivery_list", id=hook_id)

@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Delivery, Hook
+from ckanext.webhooks.model import Message, Hook
 from ckanext.webhooks.tests.receiver import Answer
 
 ADDRESS = "http://example.com/callback"
@@ -985,7 +985,7 @@ def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
     run_jobs()
     for message_id, created in ((early, "2026-01-01 04:30"),
                                 (late, "2026-01-01 05:30")):
-        model.Session.query(Delivery).filter(Delivery.id == message_id) \
+        model.Session.query(Message).filter(Message.id == message_id) \
             .update({"created": datetime.datetime.fromisoformat(created)})
     model.Session.commit()
     browser = Browser(app)
