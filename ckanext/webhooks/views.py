@@ -13,6 +13,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, request
+from flask.views import MethodView
 from werkzeug.exceptions import NotFound
 
 import ckan.plugins.toolkit as tk
@@ -168,32 +169,36 @@ def _create_data(data: dict[str, Any]) -> dict[str, Any]:
     return created
 
 
-@webhooks.route("", methods=["GET", "POST"])
-def index():
+class IndexView(MethodView):
     """The create form, the open-by-id form and one's own hooks; POST creates.
 
     ``?dataset=<name>`` (likewise organization, group, resource) fills that
     filter in.
     """
-    if request.method == "GET":
+
+    def get(self):
         data = {name: request.args.get(name, "").strip()[:200]
                 for name in FILTERS}
         data["topics"] = []
         return _index_page(data)
 
-    data = _hook_form()
-    try:
-        hook_id = tk.get_action("webhook_create")(
-            _context(), _create_data(data))
-    except tk.ValidationError as e:
-        return _index_page(data, _form_errors(e.error_dict, data))
-    except tk.NotAuthorized as e:
-        return _index_page(data, {"__input": [str(e) or tk._(
-            "You are not allowed to create a webhook")]}, status=403)
-    tk.h.flash_success(tk._(
-        "Webhook created. Bookmark this page or keep the webhook id: you "
-        "need one of them to manage the webhook later."))
-    return tk.redirect_to("webhooks.read", id=hook_id)
+    def post(self):
+        data = _hook_form()
+        try:
+            hook_id = tk.get_action("webhook_create")(
+                _context(), _create_data(data))
+        except tk.ValidationError as e:
+            return _index_page(data, _form_errors(e.error_dict, data))
+        except tk.NotAuthorized as e:
+            return _index_page(data, {"__input": [str(e) or tk._(
+                "You are not allowed to create a webhook")]}, status=403)
+        tk.h.flash_success(tk._(
+            "Webhook created. Bookmark this page or keep the webhook id: you "
+            "need one of them to manage the webhook later."))
+        return tk.redirect_to("webhooks.read", id=hook_id)
+
+
+webhooks.add_url_rule("", view_func=IndexView.as_view("index"))
 
 
 @webhooks.route("/open", methods=["GET", "POST"])
@@ -290,40 +295,50 @@ def _differs(new: Any, old: Any) -> bool:
     return new != (old or "")
 
 
-@webhooks.route("/<id>/edit", methods=["GET", "POST"])
-def edit(id: str):
+class EditView(MethodView):
     """The edit form; POST changes what changed."""
-    hook = _show(id)
-    current = dict(hook.get("filters") or {}, address=hook["address"],
-                   description=hook.get("description") or "",
-                   topics=tk.h.webhooks_topics(hook))
-    if request.method == "GET":
+
+    @staticmethod
+    def _current(hook: dict[str, Any]) -> dict[str, Any]:
+        return dict(hook.get("filters") or {}, address=hook["address"],
+                    description=hook.get("description") or "",
+                    topics=tk.h.webhooks_topics(hook))
+
+    def get(self, id: str):
+        hook = _show(id)
         return tk.render("webhooks/edit.html", {
-            "hook": hook, "data": current, "errors": {},
+            "hook": hook, "data": self._current(hook), "errors": {},
             "error_summary": {}})
 
-    data = _hook_form()
-    # only what changed: an unchanged filter is not judged again
-    changes = {name: data[name] for name in HOOK_FIELDS
-               if _differs(data[name], current.get(name))}
-    try:
-        if changes:
-            tk.get_action("webhook_update")(_context(), dict(changes, id=id))
-    except tk.ValidationError as e:
-        errors = _form_errors(e.error_dict, data)
-        return tk.render("webhooks/edit.html", {
-            "hook": hook, "data": data, "errors": errors,
-            "error_summary": _error_summary(errors)})
-    except (tk.ObjectNotFound, tk.NotAuthorized):
-        return _not_found(tk._("Webhook not found"))
-    if "address" in changes and \
-            tk.config.get("ckanext.webhooks.verify_intent"):
-        tk.h.flash_success(tk._(
-            "Saved. The new address was sent a verification challenge: the "
-            "webhook gets events again once it answers."))
-    else:
-        tk.h.flash_success(tk._("Saved."))
-    return tk.redirect_to("webhooks.read", id=id)
+    def post(self, id: str):
+        hook = _show(id)
+        current = self._current(hook)
+        data = _hook_form()
+        # only what changed: an unchanged filter is not judged again
+        changes = {name: data[name] for name in HOOK_FIELDS
+                   if _differs(data[name], current.get(name))}
+        try:
+            if changes:
+                tk.get_action("webhook_update")(
+                    _context(), dict(changes, id=id))
+        except tk.ValidationError as e:
+            errors = _form_errors(e.error_dict, data)
+            return tk.render("webhooks/edit.html", {
+                "hook": hook, "data": data, "errors": errors,
+                "error_summary": _error_summary(errors)})
+        except (tk.ObjectNotFound, tk.NotAuthorized):
+            return _not_found(tk._("Webhook not found"))
+        if "address" in changes and \
+                tk.config.get("ckanext.webhooks.verify_intent"):
+            tk.h.flash_success(tk._(
+                "Saved. The new address was sent a verification challenge: "
+                "the webhook gets events again once it answers."))
+        else:
+            tk.h.flash_success(tk._("Saved."))
+        return tk.redirect_to("webhooks.read", id=id)
+
+
+webhooks.add_url_rule("/<id>/edit", view_func=EditView.as_view("edit"))
 
 
 @webhooks.route("/<id>/disable", methods=["POST"])
@@ -461,17 +476,23 @@ def redeliver(id: str, delivery_id: str):
     return tk.redirect_to("webhooks.read", id=id)
 
 
-@webhooks.route("/<id>/delete", methods=["GET", "POST"])
-def delete(id: str):
+class DeleteView(MethodView):
     """GET asks to confirm; POST deletes."""
-    if request.method == "GET":
+
+    def get(self, id: str):
         return tk.render("webhooks/confirm_delete.html", {
             "hook": _show(id), "next": request.args.get("next", "")})
-    _act("webhook_delete", id)
-    tk.h.flash_success(tk._("The webhook was deleted."))
-    if request.values.get("next") == "admin":
-        return tk.redirect_to("webhooks_admin.index")
-    return tk.redirect_to("webhooks.index")
+
+    def post(self, id: str):
+        _act("webhook_delete", id)
+        tk.h.flash_success(tk._("The webhook was deleted."))
+        if request.values.get("next") == "admin":
+            return tk.redirect_to("webhooks_admin.index")
+        return tk.redirect_to("webhooks.index")
+
+
+webhooks.add_url_rule("/<id>/delete",
+                      view_func=DeleteView.as_view("delete"))
 
 
 # --- /ckan-admin/webhooks ----------------------------------------------------
