@@ -178,10 +178,10 @@ def as_text(report: dict[str, Any]) -> str:
         for w in report["workers"]:
             lines.append(
                 "  {id}  {state}  seen {seen} ago  in flight {in_flight}"
-                "{listening}".format(
-                    state="alive" if w["alive"] else "GONE",
+                "{listening}".format(**dict(
+                    w, state="alive" if w["alive"] else "GONE",
                     seen=seconds(w["seen_ago"]),
-                    listening="  listening" if w["listening"] else "", **w))
+                    listening="  listening" if w["listening"] else "")))
         lines.append("last sweep: {} ago".format(
             seconds(report["last_sweep_age"])))
         rq_workers = report["rq_workers"]

@@ -103,6 +103,11 @@ def test_a_running_worker_shows_alive_and_listening_and_delivers(
     # RQ's registry, read from Redis (killed workers of earlier tests may
     # linger there until RQ's own heartbeat expires)
     assert worker.pid in [w["pid"] for w in report["rq_workers"]]
+    code, text = _text(cli)  # the text form lists the worker, listening
+    assert code == 0
+    [line] = [line for line in text.splitlines()
+              if line.startswith("  {0}  alive  seen ".format(row["id"]))]
+    assert line.endswith("  listening")
 
     model.Session.query(Hook).filter_by(id=hook_id).update(
         {"failing_since": datetime.datetime.utcnow()})
