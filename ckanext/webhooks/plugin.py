@@ -5,6 +5,26 @@ from ckan.lib.plugins import DefaultTranslation
 
 from ckanext.webhooks import response_headers, subscriptions, tables
 
+# the extension's options, validated by the validators of
+# config_declaration.yaml
+OPTION_PREFIX = "ckanext.webhooks."
+
+
+def check_config(config) -> None:
+    """Refuse to start with a bad value of one of the extension's options,
+    naming the option (CKAN 2.11 and later do so for every option by
+    themselves; CKAN 2.10 only logs, unless ``config.mode = strict``)."""
+    from ckan.common import config_declaration
+    from ckan.exceptions import CkanConfigurationException
+    _, errors = config_declaration.validate(config)
+    ours = {str(key): issues for key, issues in errors.items()
+            if str(key).startswith(OPTION_PREFIX)}
+    if ours:
+        raise CkanConfigurationException(
+            "Invalid configuration values provided:\n" + "\n".join(
+                "{0}: {1}".format(key, "; ".join(map(str, issues)))
+                for key, issues in sorted(ours.items())))
+
 
 @tk.blanket.actions
 @tk.blanket.auth_functions
@@ -12,6 +32,7 @@ from ckanext.webhooks import response_headers, subscriptions, tables
 @tk.blanket.cli
 @tk.blanket.config_declarations
 @tk.blanket.helpers
+@tk.blanket.validators
 class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     p.implements(p.ITranslation)
     p.implements(p.IConfigurer)
@@ -27,6 +48,7 @@ class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     # IConfigurable
 
     def configure(self, config):
+        check_config(config)
         subscriptions.listen()
         tables.check_at_start_up()
 

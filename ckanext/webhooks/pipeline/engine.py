@@ -72,9 +72,11 @@ class Engine:
 
     def __init__(self, burst: bool = False):
         self.burst = burst
-        self.capacity = max(1, tk.config.get("ckanext.webhooks.concurrency"))
-        self.per_host = max(1, tk.config.get("ckanext.webhooks.max_per_host"))
-        self.sweep_interval = max(1, tk.config.get(
+        # positive whole numbers: config_declaration.yaml refuses others
+        # at start-up
+        self.capacity = int(tk.config.get("ckanext.webhooks.concurrency"))
+        self.per_host = int(tk.config.get("ckanext.webhooks.max_per_host"))
+        self.sweep_interval = int(tk.config.get(
             "ckanext.webhooks.sweep_interval"))
         self._db = ThreadPoolExecutor(1, thread_name_prefix="webhooks-db")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -93,7 +95,7 @@ class Engine:
         # per hook, and the messages of hooks that reached the threshold
         self._failures: collections.Counter = collections.Counter()
         self._parked: dict[str, list[ClaimedMessage]] = {}
-        self.circuit_failures = max(1, tk.config.get(
+        self.circuit_failures = int(tk.config.get(
             "ckanext.webhooks.circuit_failures"))
         self._release: list[tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
         self._in_flight = 0
