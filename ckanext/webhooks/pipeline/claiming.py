@@ -46,10 +46,16 @@ _CLAIM = sa.text("""
     RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
               d.attempts, d.created, d.test
 """.format(first=_DUE.format(event=""), then=_DUE.format(event="NOT")))
-# only rows still under this worker's lease (not taken over by another)
+# only rows still under this worker's lease (not taken over by another);
+# a row locked now is being recorded (or claimed after its lease lapsed):
+# skipped, not waited for, so renewing never deadlocks with recording
 _RENEW = sa.text("""
-    UPDATE webhooks_delivery SET lease_until = :lease
-    WHERE id = ANY(:ids) AND lease_until = :held
+    UPDATE webhooks_delivery d SET lease_until = :lease
+    FROM (SELECT id FROM webhooks_delivery
+          WHERE id = ANY(:ids) AND lease_until = :held
+          ORDER BY id FOR UPDATE SKIP LOCKED) AS mine
+    WHERE d.id = mine.id
+    RETURNING d.id
 """)
 # claimed but not attempted: back as they were, due at ``next_attempt``
 _RELEASE = sa.text("""
@@ -79,15 +85,17 @@ def claim(size: int, excluded_hooks: Optional[list[str]] = None
 
 
 def renew(leases: dict[datetime.datetime, list[str]]
-          ) -> datetime.datetime:
-    """Extend the leases of messages still held; the new lease."""
+          ) -> tuple[datetime.datetime, set[str]]:
+    """Extend the leases of messages still held: the new lease, and the
+    messages that have it now."""
     lease = utcnow() + datetime.timedelta(seconds=lease_seconds())
+    renewed: set[str] = set()
     for held, ids in leases.items():
         if ids:
-            model.Session.execute(_RENEW, {"ids": ids, "held": held,
-                                           "lease": lease})
+            renewed.update(row[0] for row in model.Session.execute(
+                _RENEW, {"ids": ids, "held": held, "lease": lease}))
     model.Session.commit()
-    return lease
+    return lease, renewed
 
 
 def release(ids: list[str], held: datetime.datetime,

@@ -79,6 +79,13 @@ class Engine:
         self.sweep_interval = int(tk.config.get(
             "ckanext.webhooks.sweep_interval"))
         self._db = ThreadPoolExecutor(1, thread_name_prefix="webhooks-db")
+        # leases are renewed on a connection of their own: a step of the
+        # database thread that takes long (composing a big claim on a busy
+        # machine) must not let them lapse, or another worker would send
+        # the same messages again
+        self._leases = ThreadPoolExecutor(1,
+                                          thread_name_prefix="webhooks-lease")
+        self._lease_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._wakeup: Optional[asyncio.Event] = None
         self._stopping = False
@@ -145,13 +152,14 @@ class Engine:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
         self._transport = Transport(
             tk.config.get("ckanext.webhooks.timeout"),
             tk.config.get("ckanext.webhooks.max_response_bytes"))
         Engine.current = self
         self.started.set()
-        renew_every = claiming.lease_seconds() / 4
-        next_renew = time.monotonic() + renew_every
+        renewing = asyncio.ensure_future(
+            self._renew_every(claiming.lease_seconds() / 4))
         next_sweep = time.monotonic() + (0 if self.burst
                                          else self.sweep_interval)
         next_beat = time.monotonic()
@@ -161,9 +169,6 @@ class Engine:
                 self._wakeup.clear()
                 try:
                     busy = await self._step()
-                    if time.monotonic() >= next_renew:
-                        await self._renew()
-                        next_renew = time.monotonic() + renew_every
                     if not self.burst and time.monotonic() >= next_sweep:
                         await self._call(sweep.sweep)
                         self.last_sweep = heartbeat.utcnow()
@@ -193,6 +198,7 @@ class Engine:
                 if not busy:
                     await self._sleep(POLL)
         finally:
+            renewing.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await self._transport.close()
@@ -201,6 +207,7 @@ class Engine:
             if Engine.current is self:
                 Engine.current = None
             self._db.shutdown(wait=True)
+            self._leases.shutdown(wait=True)
 
     async def _sleep(self, seconds: float) -> None:
         if self._finished or self._release:
@@ -397,6 +404,10 @@ class Engine:
                 del self._waiting[host]
 
     async def _give_back(self) -> None:
+        async with self._lease_lock:  # not while leases change
+            await self._give_back_now()
+
+    async def _give_back_now(self) -> None:
         released, self._release = self._release, []
         groups: dict[tuple, list[str]] = collections.defaultdict(list)
         for message, until in released:
@@ -430,20 +441,37 @@ class Engine:
         except Exception as e:  # the row ages out; status shows it gone
             log.warning("webhooks: could not remove the heartbeat: %s", e)
 
+    async def _renew_every(self, seconds: float) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self._renew()
+            except Exception as e:  # the database went away: the next round
+                if not failing:
+                    log.warning("webhooks: could not renew leases: %s", e)
+                failing = True
+            else:
+                failing = False
+
     async def _renew(self) -> None:
         # everything claimed and not yet recorded: an outcome waiting for a
         # slow database must not lose its lease (another worker would send
         # the message again)
-        holding = list(self._held.values())
-        if not holding:
-            return
-        leases: dict[datetime.datetime, list[str]] = \
-            collections.defaultdict(list)
-        for message in holding:
-            leases[message.lease].append(message.id)
-        lease = await self._call(claiming.renew, dict(leases))
-        for message in holding:
-            message.lease = lease
+        async with self._lease_lock:
+            holding = list(self._held.values())
+            if not holding:
+                return
+            leases: dict[datetime.datetime, list[str]] = \
+                collections.defaultdict(list)
+            for message in holding:
+                leases[message.lease].append(message.id)
+            lease, renewed = await self._loop.run_in_executor(
+                self._leases, functools.partial(
+                    _in_session, claiming.renew, dict(leases)))
+            for message in holding:
+                if message.id in renewed:
+                    message.lease = lease
 
 
 def run_burst() -> collections.Counter:
