@@ -99,7 +99,7 @@ class Engine:
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
-        self.stats = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
         # for ``ckan webhooks status``: who this worker is, whether its
         # listener listens (set by the worker), when it last swept
         self.identity = heartbeat.Identity()
@@ -137,6 +137,7 @@ class Engine:
         self._wake()
 
     async def _call(self, fn: Callable, *args: Any) -> Any:
+        assert self._loop is not None  # running
         return await self._loop.run_in_executor(
             self._db, functools.partial(_in_session, fn, *args))
 
@@ -203,6 +204,7 @@ class Engine:
     async def _sleep(self, seconds: float) -> None:
         if self._finished or self._release:
             seconds = min(seconds, 0.05)
+        assert self._wakeup is not None  # running
         try:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
         except asyncio.TimeoutError:
@@ -311,6 +313,7 @@ class Engine:
         self._in_flight += 1
         self._active[message.host] += 1
         message.started = utcnow()
+        assert self._loop is not None  # running
         task = self._loop.create_task(self._send(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

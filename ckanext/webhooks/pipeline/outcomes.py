@@ -69,7 +69,9 @@ def _retry_delay(message: Message, outcome: Outcome,
 
 def _challenge_answered(message: Message, outcome: Outcome) -> bool:
     challenge = (message.data or {}).get("challenge")
-    return bool(challenge) and verification.answered(
+    if not challenge:
+        return False
+    return verification.answered(
         challenge, message.hook_id, outcome.response_body)
 
 
