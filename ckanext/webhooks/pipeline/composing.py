@@ -182,7 +182,7 @@ def compose(messages: list[Message], views: Views) -> None:
         _decide(message, hook, views)
         if message.state != "send":
             continue
-        assert hook is not None  # _decide drops the messages of none
+        assert hook is not None  # _decide drops a deleted hook's messages
         message.address = hook.address
         message.host = host_key(hook.address)
         message.secrets = [hook.secret]
