@@ -3,6 +3,7 @@
 #   make venv       .venv with CKAN $(CKAN_VERSION), test tools and this extension
 #   make services   PostgreSQL and Redis up, role ckan_default, databases ckan_test/ckan_demo
 #   make browser    Debian's chromium, for the browser test
+#   make lint       ruff and mypy (pinned in dev-requirements.txt)
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
 #                   on another CKAN: make test CKAN_VERSION=2.12.0
 #   make test-matrix the suite on CKAN 2.10.11, 2.11.6 and 2.12.0, one after another
@@ -37,7 +38,7 @@ STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 # the demo needs CKAN, the extension and scripts/demo-requirements.txt only
 DEMO_STAMP := $(VENV)/.demo-installed-$(CKAN_VERSION)
 
-.PHONY: venv demo-venv build-tools services browser test test-matrix bench demo clean
+.PHONY: venv demo-venv build-tools services browser lint test test-matrix bench demo clean
 
 venv: $(STAMP)
 
@@ -69,6 +70,23 @@ browser:
 	sed -e 's#/ckan_test$$#/ckan_test_$(subst .,_,$*)#' \
 	    -e 's#^ckan.redis.url = .*#ckan.redis.url = redis://127.0.0.1:6379/$(word 2,$(subst ., ,$*))#' \
 	    -e 's#^ckan.site_id = .*#ckan.site_id = webhooks-test-$*#' $< > $@
+
+# ruff over the code, tests and tools; mypy over the extension's code
+# (config in pyproject.toml: [tool.ruff], [tool.mypy]). The tools have a venv
+# of their own: CKAN's [requirements] extra pins another mypy. mypy reads
+# CKAN and the libraries from the test venv (CI: the default CKAN's).
+LINT_VENV := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+
+$(LINT_STAMP): lint-requirements.txt
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --disable-pip-version-check \
+		-r lint-requirements.txt
+	touch $@
+
+lint: venv $(LINT_STAMP)
+	$(LINT_VENV)/bin/ruff check ckanext bench scripts
+	$(LINT_VENV)/bin/mypy --python-executable $(BIN)/python
 
 test: venv services browser $(filter .test-%,$(TEST_INI))
 	$(BIN)/ckan -c $(TEST_INI) db init

@@ -38,7 +38,7 @@ def log(*parts: Any) -> None:
           file=sys.stderr, flush=True)
 
 
-# --- statistics ---------------------------------------------------------------
+# --- statistics --------------------------------------------------------------
 
 def percentile(values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
@@ -55,7 +55,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-# --- CKAN in-process ------------------------------------------------------------
+# --- CKAN in-process ---------------------------------------------------------
 
 def plugin_list(webhooks_on: bool) -> str:
     from ckan.cli import load_config
@@ -131,7 +131,7 @@ def _group(name: str, is_organization: bool) -> dict:
     return {"id": group.id, "name": group.name}
 
 
-# --- the database ---------------------------------------------------------------
+# --- the database ------------------------------------------------------------
 
 def connect():
     import psycopg2
@@ -180,7 +180,8 @@ def hook_row(topic: str, address: str, **filters: Optional[str]) -> dict:
 
 
 def insert_hooks(conn, rows: list[dict]) -> None:
-    """Bulk insert with COPY (the action has a rate limit and an address cap)."""
+    """Bulk insert with COPY (the action has a rate limit and an address
+    cap)."""
     buf = io.StringIO()
     for row in rows:
         buf.write("\t".join(
@@ -221,7 +222,7 @@ def filler_hooks(count: int, address: str) -> list[dict]:
     return rows
 
 
-# --- nginx, the fast receiver ----------------------------------------------------
+# --- nginx, the fast receiver ------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -408,7 +409,7 @@ class SlowReceiver:
             got, count, timeout))
 
 
-# --- the worker process -----------------------------------------------------------
+# --- the worker process ------------------------------------------------------
 
 class Worker:
     """A real ``ckan webhooks worker`` process on bench.ini."""
@@ -527,7 +528,7 @@ def _is_bench_worker(pid: int) -> bool:
     return INI.encode() in cmdline and b"worker" in cmdline
 
 
-# --- machine description ------------------------------------------------------------
+# --- machine description -----------------------------------------------------
 
 def machine() -> dict[str, str]:
     cpu = "?"

@@ -189,7 +189,7 @@ def ab_rate(url: str, body: str, requests: int) -> dict:
             "body_bytes": len(body.encode())}
 
 
-# --- issue 12: 1,000 receivers -------------------------------------------------
+# --- issue 12: 1,000 receivers -----------------------------------------------
 
 def _receiver_hooks(bench: Bench, count: int, hung: int = 0,
                     filler: int = 0) -> list[dict]:
@@ -351,7 +351,7 @@ def _message_ids(bench: Bench, hook_ids: list[str]) -> set[str]:
         return {r[0] for r in cur.fetchall()}
 
 
-# --- the existing table: latency and memory -------------------------------------
+# --- the existing table: latency and memory ----------------------------------
 
 def latency(app: Any, repetitions: int) -> dict:
     nginx = benchlib.Nginx().start()
@@ -421,7 +421,7 @@ def memory(app: Any, small: int, large: int) -> dict:
             "ratio": readings[large] / readings[small]}
 
 
-# --- issue 20: many events, owners, keeping up -----------------------------------
+# --- issue 20: many events, owners, keeping up -------------------------------
 
 OWNERS = 5
 

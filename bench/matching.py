@@ -1,9 +1,10 @@
 """Benchmark 2: selecting the hooks of one event, 1,000 vs 100,000 hooks.
 
-Times ``pipeline.matching.create_messages`` (the ``_MATCHING_INSERT`` statement: match and
-insert the pending messages) for a ``dataset/update`` event, rolled back after
-every call so each call does the same work. The number of matching hooks is
-the same (100) at every size; only the hooks that do not match grow:
+Times ``pipeline.matching.create_messages`` (the ``_MATCHING_INSERT``
+statement: match and insert the pending messages) for a ``dataset/update``
+event, rolled back after every call so each call does the same work. The
+number of matching hooks is the same (100) at every size; only the hooks
+that do not match grow:
 
 * matching (100): 40 without filters (topic ``dataset/update`` or
   ``dataset/*``), 30 filtered on the event's dataset, 20 on its organization,

@@ -159,9 +159,11 @@ def table(results: dict, size: str) -> str:
     widths = [max(len(str(r[i])) for r in rows + [headers])
               for i in range(len(headers))]
     line = "  ".join("-" * w for w in widths)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+    out = [line, "  ".join(h.ljust(w) for h, w in
+                           zip(headers, widths, strict=True)),
            line]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    out += ["  ".join(str(c).ljust(w) for c, w in
+                      zip(r, widths, strict=True)).rstrip()
             for r in rows]
     out.append(line)
     return "\n".join(out)
@@ -246,7 +248,8 @@ def main() -> None:
 
 
 def _commit(code: str) -> str:
-    """`` (commit abc1234[, with uncommitted changes])`` for a git work tree."""
+    """`` (commit abc1234[, with uncommitted changes])`` for a git work
+    tree."""
     import subprocess
     run = lambda *a: subprocess.run(  # noqa: E731
         ["git", "-C", code, *a], capture_output=True, text=True)

@@ -13,7 +13,7 @@ An event's snapshot holds the entity as the change left it and, under
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import ckan.authz as authz
 import ckan.model as model
@@ -21,6 +21,9 @@ import ckan.plugins.toolkit as tk
 from ckan.lib.plugins import get_permission_labels
 
 from ckanext.webhooks.model import Event
+
+if TYPE_CHECKING:
+    from ckan.types import Context
 
 # the topics whose body carries ``changes``
 CHANGES_TOPICS = ("dataset/update", "resource/update")
@@ -44,8 +47,11 @@ class Viewer:
     def name(self) -> str:
         return self.user.name if self.user else ""
 
-    def context(self) -> dict[str, Any]:
-        return {"model": model, "session": model.Session, "user": self.name,
+    def context(self) -> Context:
+        # ckan.model is what the Model protocol describes, but mypy holds a
+        # module to a protocol's classmethods strictly
+        return {"model": model,  # type: ignore[typeddict-item]
+                "session": model.Session, "user": self.name,
                 "auth_user_obj": self.user, "ignore_auth": False,
                 "use_cache": False}
 
@@ -132,7 +138,7 @@ def _gone_record(event: Event) -> dict[str, Any]:
     return _dataset_record(event.snapshot)
 
 
-def _dataset_gone(dataset_id: str) -> bool:
+def _dataset_gone(dataset_id: Optional[str]) -> bool:
     pkg = model.Session.get(model.Package, dataset_id)
     return pkg is None or pkg.state == "deleted"
 
@@ -191,7 +197,8 @@ def _group_event_data(event: Event, viewer: Viewer
 
 
 def event_data(event: Event, viewer: Viewer) -> Optional[dict[str, Any]]:
-    """The ``data`` of ``event`` for ``viewer``, or None if they may not see it.
+    """The ``data`` of ``event`` for ``viewer``, or None if they may not
+    see it.
 
     A viewer must have been able to see the entity when the event happened
     and, unless it is gone since, must still be able to see it now.

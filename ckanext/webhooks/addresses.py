@@ -56,7 +56,7 @@ def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def _resolve(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]
 
 
 def refusal(address: str, unresolvable_ok: bool) -> str | None:
@@ -170,7 +170,8 @@ def _without_dot_segments(path: str) -> str:
 
 
 class Pinned(NamedTuple):
-    """Where one attempt really connects: a vetted IP, and the original name."""
+    """Where one attempt really connects: a vetted IP, and the original
+    name."""
     ip: str            # the vetted IP the connection goes to
     host_header: str   # what the receiver sees as Host
     hostname: str      # the name TLS verifies the certificate against
@@ -207,7 +208,7 @@ def pin(address: str, resolved: dict | None = None) -> Pinned:
         parts = urlsplit(address)
         port = parts.port
     except ValueError:
-        raise AddressRefused("not a valid URL")
+        raise AddressRefused("not a valid URL") from None
     scheme = parts.scheme.lower()
     hostname = parts.hostname or ""
     if scheme not in ("http", "https") or not hostname:
@@ -234,7 +235,7 @@ def pin(address: str, resolved: dict | None = None) -> Pinned:
         try:
             hostname = hostname.encode("idna").decode("ascii")
         except UnicodeError:
-            raise AddressRefused("host could not be resolved")
+            raise AddressRefused("host could not be resolved") from None
     default_port = (scheme == "https" and port == 443) or (
         scheme == "http" and port == 80)
     host_header = hostname if default_port else "{}:{}".format(

@@ -71,12 +71,12 @@ def _act(action: str, data: dict):
     try:
         return tk.get_action(action)(_sysadmin_context(), data)
     except tk.ObjectNotFound as e:
-        raise click.ClickException(str(e) or "Not found")
+        raise click.ClickException(str(e) or "Not found") from None
     except tk.ValidationError as e:
         raise click.ClickException("; ".join(
             "{}: {}".format(field, " ".join(map(str, messages))
                             if isinstance(messages, list) else messages)
-            for field, messages in e.error_dict.items()))
+            for field, messages in e.error_dict.items())) from None
 
 
 @webhooks.command(name="list")

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 import redis
 import sqlalchemy as sa
@@ -123,8 +123,10 @@ def seconds_until_allowed(client: str, limit: int, window: int,
     key = "ckanext-webhooks:{}:creations:{}".format(
         tk.config.get("ckan.site_id"), client)
     try:
-        counted = connect_to_redis().eval(
-            _SLIDING_WINDOW, 1, key, repr(now), window, limit,
+        # a list (redis-py types eval's answer as a string); the numbers go
+        # over the wire as text either way
+        counted: Any = connect_to_redis().eval(
+            _SLIDING_WINDOW, 1, key, repr(now), str(window), str(limit),
             "{!r}:{}".format(now, uuid.uuid4().hex))
     except redis.exceptions.RedisError as e:
         log.warning("webhooks: creation rate not checked, Redis failed: %s",

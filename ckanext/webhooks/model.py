@@ -9,9 +9,13 @@ from __future__ import annotations
 import datetime
 import secrets
 import uuid
+from typing import Any, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+# the annotations type the columns for mypy (SQLAlchemy 2.0 reads them too,
+# so the names they use are imported at run time)
+from sqlalchemy.orm import Mapped
 from sqlalchemy.dialects.postgresql import JSONB, ARRAY
 
 import ckan.plugins.toolkit as tk
@@ -61,36 +65,58 @@ class Hook(tk.BaseModel):
 
     __tablename__ = "webhooks_hook"
 
-    id = sa.Column(sa.UnicodeText, primary_key=True, default=new_hook_id)
-    topics = sa.Column(ARRAY(sa.UnicodeText), nullable=False)
-    description = sa.Column(sa.UnicodeText, nullable=True)
-    address = sa.Column(sa.UnicodeText, nullable=False)
+    id: Mapped[str] = sa.Column(
+        sa.UnicodeText, primary_key=True, default=new_hook_id)
+    topics: Mapped[list[str]] = sa.Column(
+        ARRAY(sa.UnicodeText), nullable=False)
+    description: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    address: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
     # what the per-address cap counts; kept in step with ``address``
-    normalized_address = sa.Column(sa.UnicodeText, nullable=False)
-    owner_id = sa.Column(sa.UnicodeText, nullable=True)
-    secret = sa.Column(sa.UnicodeText, nullable=False, default=new_secret)
-    previous_secret = sa.Column(sa.UnicodeText, nullable=True)
-    previous_secret_expires = sa.Column(sa.DateTime, nullable=True)
-    status = sa.Column(sa.UnicodeText, nullable=False, default=STATUS_ACTIVE)
-    status_reason = sa.Column(sa.UnicodeText, nullable=True)
-    filter_dataset = sa.Column(sa.UnicodeText, nullable=True)
-    filter_organization = sa.Column(sa.UnicodeText, nullable=True)
-    filter_group = sa.Column(sa.UnicodeText, nullable=True)
-    filter_resource = sa.Column(sa.UnicodeText, nullable=True)
-    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-    client_errors = sa.Column(sa.Integer, nullable=False, default=0)
-    last_success = sa.Column(sa.DateTime, nullable=True)
-    failing_since = sa.Column(sa.DateTime, nullable=True)
+    normalized_address: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
+    owner_id: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    secret: Mapped[str] = sa.Column(
+        sa.UnicodeText, nullable=False, default=new_secret)
+    previous_secret: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    previous_secret_expires: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
+    status: Mapped[str] = sa.Column(
+        sa.UnicodeText, nullable=False, default=STATUS_ACTIVE)
+    status_reason: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    filter_dataset: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    filter_organization: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    filter_group: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    filter_resource: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    created: Mapped[datetime.datetime] = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow)
+    client_errors: Mapped[int] = sa.Column(
+        sa.Integer, nullable=False, default=0)
+    last_success: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
+    failing_since: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
     # when the hook answered its challenge; null while it never did
-    verified = sa.Column(sa.DateTime, nullable=True)
+    verified: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
     # the circuit breaker: failures in a row, and until when new messages wait
-    consecutive_failures = sa.Column(sa.Integer, nullable=False, default=0)
-    circuit_until = sa.Column(sa.DateTime, nullable=True)
+    consecutive_failures: Mapped[int] = sa.Column(
+        sa.Integer, nullable=False, default=0)
+    circuit_until: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
     # the challenge is sent at most three times, and on request at most once
     # every ten minutes
-    challenges_sent = sa.Column(sa.Integer, nullable=False, default=0)
-    last_challenge = sa.Column(sa.DateTime, nullable=True)
-    last_recover = sa.Column(sa.DateTime, nullable=True)
+    challenges_sent: Mapped[int] = sa.Column(
+        sa.Integer, nullable=False, default=0)
+    last_challenge: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
+    last_recover: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
 
     @orm.validates("address")
     def _keep_normalized_address(self, key: str, address: str) -> str:
@@ -125,22 +151,29 @@ class Event(tk.BaseModel):
 
     __tablename__ = "webhooks_event"
 
-    id = sa.Column(sa.UnicodeText, primary_key=True,
+    id: Mapped[str] = sa.Column(sa.UnicodeText, primary_key=True,
                    default=lambda: uuid.uuid4().hex)
-    topic = sa.Column(sa.UnicodeText, nullable=False)
-    entity_id = sa.Column(sa.UnicodeText, nullable=False)
+    topic: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
+    entity_id: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
     # null for organization and group events
-    package_id = sa.Column(sa.UnicodeText, nullable=True)
-    organization_id = sa.Column(sa.UnicodeText, nullable=True)
-    group_ids = sa.Column(ARRAY(sa.UnicodeText), nullable=False, default=list)
+    package_id: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    organization_id: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
+    group_ids: Mapped[list[str]] = sa.Column(
+        ARRAY(sa.UnicodeText), nullable=False, default=list)
     # private or not active when the event happened
-    restricted = sa.Column(sa.Boolean, nullable=False, default=False)
+    restricted: Mapped[bool] = sa.Column(
+        sa.Boolean, nullable=False, default=False)
     # what a deletion delivers, and what access is judged on once purged
-    snapshot = sa.Column(JSONB, nullable=False, default=dict)
-    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-    fanned_out = sa.Column(sa.DateTime, nullable=True)
+    snapshot: Mapped[dict[str, Any]] = sa.Column(
+        JSONB, nullable=False, default=dict)
+    created: Mapped[datetime.datetime] = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow)
+    fanned_out: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
     # updates: {field: value before} of what the change altered
-    changes = sa.Column(JSONB, nullable=True)
+    changes: Mapped[Optional[dict[str, Any]]] = sa.Column(JSONB, nullable=True)
 
 
 class Message(tk.BaseModel):
@@ -148,28 +181,34 @@ class Message(tk.BaseModel):
 
     __tablename__ = "webhooks_delivery"
 
-    id = sa.Column(sa.UnicodeText, primary_key=True, default=new_message_id)
-    hook_id = sa.Column(
+    id: Mapped[str] = sa.Column(
+        sa.UnicodeText, primary_key=True, default=new_message_id)
+    hook_id: Mapped[str] = sa.Column(
         sa.UnicodeText,
         sa.ForeignKey("webhooks_hook.id", ondelete="CASCADE"),
         nullable=False)
-    event_id = sa.Column(sa.UnicodeText, nullable=True)
-    type = sa.Column(sa.UnicodeText, nullable=False)
+    event_id: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    type: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
     # for messages without an event (webhook/ping, webhook/verify)
-    data = sa.Column(JSONB, nullable=True)
-    body = sa.Column(sa.UnicodeText, nullable=True)
-    status = sa.Column(sa.UnicodeText, nullable=False,
+    data: Mapped[Optional[dict[str, Any]]] = sa.Column(JSONB, nullable=True)
+    body: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    status: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False,
                        default=MESSAGE_PENDING)
-    attempts = sa.Column(sa.Integer, nullable=False, default=0)
-    response_status = sa.Column(sa.Integer, nullable=True)
-    error = sa.Column(sa.UnicodeText, nullable=True)
-    duration_ms = sa.Column(sa.Integer, nullable=True)
-    created = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-    last_attempt = sa.Column(sa.DateTime, nullable=True)
-    next_attempt = sa.Column(sa.DateTime, nullable=True, default=utcnow)
-    lease_until = sa.Column(sa.DateTime, nullable=True)
+    attempts: Mapped[int] = sa.Column(sa.Integer, nullable=False, default=0)
+    response_status: Mapped[Optional[int]] = sa.Column(
+        sa.Integer, nullable=True)
+    error: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    duration_ms: Mapped[Optional[int]] = sa.Column(sa.Integer, nullable=True)
+    created: Mapped[datetime.datetime] = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow)
+    last_attempt: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
+    next_attempt: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True, default=utcnow)
+    lease_until: Mapped[Optional[datetime.datetime]] = sa.Column(
+        sa.DateTime, nullable=True)
     # a test delivery ("test": true in the body, example data)
-    test = sa.Column(sa.Boolean, nullable=False, default=False)
+    test: Mapped[bool] = sa.Column(sa.Boolean, nullable=False, default=False)
 
 
 class Attempt(tk.BaseModel):
@@ -177,13 +216,16 @@ class Attempt(tk.BaseModel):
 
     __tablename__ = "webhooks_attempt"
 
-    id = sa.Column(sa.BigInteger, primary_key=True, autoincrement=True)
-    message_id = sa.Column(
+    id: Mapped[int] = sa.Column(
+        sa.BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = sa.Column(
         sa.UnicodeText,
         sa.ForeignKey("webhooks_delivery.id", ondelete="CASCADE"),
         nullable=False)
-    at = sa.Column(sa.DateTime, nullable=False)
-    duration_ms = sa.Column(sa.Integer, nullable=True)
-    response_status = sa.Column(sa.Integer, nullable=True)
-    error = sa.Column(sa.UnicodeText, nullable=True)
-    response_body = sa.Column(sa.UnicodeText, nullable=True)
+    at: Mapped[datetime.datetime] = sa.Column(sa.DateTime, nullable=False)
+    duration_ms: Mapped[Optional[int]] = sa.Column(sa.Integer, nullable=True)
+    response_status: Mapped[Optional[int]] = sa.Column(
+        sa.Integer, nullable=True)
+    error: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    response_body: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)

@@ -40,7 +40,9 @@ def _iso(value: Optional[datetime.datetime]) -> Optional[str]:
 def delivery_status(stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
     """The report ``ckan webhooks status`` prints; ``stuck`` and
     ``problems`` say whether (and why) delivery is not healthy."""
-    with model.meta.engine.connect() as connection:
+    engine = model.meta.engine
+    assert engine is not None  # CKAN's environment is loaded
+    with engine.connect() as connection:
         schema = tables.state(connection)
         if schema != "ready":
             return {"schema": schema, "stuck": True,

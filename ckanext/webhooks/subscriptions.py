@@ -227,7 +227,7 @@ def _list_before(session: Any, field: str, dataset_id: str,
     return _listed(field, rows)
 
 
-def _list_field(obj: Any) -> Optional[tuple[str, str, str]]:
+def _list_field(obj: Any) -> Optional[tuple[str, Optional[str], str]]:
     """(kind, entity id, field) for a row of a dataset's tags, extras or
     groups, or of a group's extras."""
     if isinstance(obj, model.PackageTag):
@@ -418,7 +418,7 @@ def _altered(kind: str, change: dict[str, Any],
     before = change.get("before")
     if not before:
         return None
-    obj = change.get("obj") or model.Session.get(
+    obj: Any = change.get("obj") or model.Session.get(
         model.Package if kind == "dataset" else model.Resource, entity_id)
     if obj is None:
         return None

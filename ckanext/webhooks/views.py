@@ -9,7 +9,7 @@ The admin page is for sysadmins; its buttons post to the hook's own routes.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, request
@@ -20,6 +20,13 @@ import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.status import delivery_status
 from ckanext.webhooks.model import FILTER_NAMES as FILTERS, utcnow
+
+if TYPE_CHECKING:
+    from ckan import model
+    from ckan.types import Context, Response
+
+# what the views answer with: a page (with its status), or a redirect
+Page = Union[str, tuple[str, int]]
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 webhooks_admin = Blueprint("webhooks_admin", __name__,
@@ -32,6 +39,11 @@ RECENT_DELIVERIES = 20
 ADMIN_PAGE_SIZE = 50
 # the datetime-local input of the recover form
 SINCE_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+def _current_user() -> Union[model.User, model.AnonymousUser]:
+    # CKAN types current_user with names mypy cannot resolve
+    return tk.current_user
 
 
 def _field_labels() -> dict[str, str]:
@@ -57,13 +69,13 @@ def _require_csrf_token() -> None:
         return
     # an API token in a header is not sent by browsers on their own, so such
     # requests cannot be forged (CKAN exempts them from CSRF the same way)
-    if g.get("login_via_auth_header") and tk.current_user.is_authenticated:
+    if g.get("login_via_auth_header") and _current_user().is_authenticated:
         return
     current_app.extensions["csrf"].protect()
 
 
 @webhooks.after_request
-def _same_origin_referrer(response):
+def _same_origin_referrer(response: Response) -> Response:
     # hook ids in page addresses must not leak to other sites (no-store and
     # the framing headers of every webhooks page: response_headers.py)
     response.headers["Referrer-Policy"] = "same-origin"
@@ -71,19 +83,19 @@ def _same_origin_referrer(response):
 
 
 @webhooks.errorhandler(NotFound)
-def _not_found_page(error: NotFound):
+def _not_found_page(error: NotFound) -> tuple[str, int]:
     """A 404 of these pages says what was not found and leads back."""
     return tk.render("webhooks/not_found.html", {
         "code": 404, "name": error.name,
         "content": error.description}), 404
 
 
-def _not_found(message: str):
+def _not_found(message: str) -> NoReturn:
     raise NotFound(description=message)
 
 
-def _context() -> dict[str, Any]:
-    user = tk.current_user
+def _context() -> Context:
+    user = _current_user()
     if user.is_authenticated:
         return {"user": user.name, "auth_user_obj": user}
     return {"user": "", "auth_user_obj": None}
@@ -129,7 +141,7 @@ def _form_errors(error_dict: dict[str, Any],
 
 def _own_hooks() -> Optional[list[dict[str, Any]]]:
     """The logged-in user's own hooks; None for anonymous visitors."""
-    user = tk.current_user
+    user = _current_user()
     if not user.is_authenticated:
         return None
     try:
@@ -143,7 +155,7 @@ def _own_hooks() -> Optional[list[dict[str, Any]]]:
 def _index_page(data: Optional[dict[str, Any]] = None,
                 errors: Optional[dict[str, list[str]]] = None,
                 open_error: str = "", open_id: str = "",
-                status: int = 200):
+                status: int = 200) -> tuple[str, int]:
     errors = errors or {}
     try:
         tk.check_access("webhook_create", _context(), {})
@@ -176,13 +188,13 @@ class IndexView(MethodView):
     filter in.
     """
 
-    def get(self):
-        data = {name: request.args.get(name, "").strip()[:200]
+    def get(self) -> Page:
+        data: dict[str, Any] = {name: request.args.get(name, "").strip()[:200]
                 for name in FILTERS}
         data["topics"] = []
         return _index_page(data)
 
-    def post(self):
+    def post(self) -> Union[Page, Response]:
         data = _hook_form()
         try:
             hook_id = tk.get_action("webhook_create")(
@@ -202,7 +214,7 @@ webhooks.add_url_rule("", view_func=IndexView.as_view("index"))
 
 
 @webhooks.route("/open", methods=["GET", "POST"])
-def open_hook():
+def open_hook() -> Union[Page, Response]:
     """Go to the page of the hook whose id was typed in."""
     hook_id = (request.values.get("id") or "").strip()
     if not hook_id:
@@ -236,7 +248,7 @@ def _since_default(hook: dict[str, Any]) -> str:
 
 
 @webhooks.route("/<id>")
-def read(id: str):
+def read(id: str) -> str:
     """The hook: details, secret, recent deliveries and what to do next."""
     hook = _show(id)
     try:
@@ -282,7 +294,7 @@ def _act_or_flash(action: str, hook_id: str, **extra: Any) -> Any:
         return None
 
 
-def _back_to(hook_id: str):
+def _back_to(hook_id: str) -> Response:
     """The hook's page, or the admin page the button was pressed on."""
     if request.values.get("next") == "admin":
         return tk.redirect_to("webhooks_admin.index")
@@ -304,13 +316,13 @@ class EditView(MethodView):
                     description=hook.get("description") or "",
                     topics=tk.h.webhooks_topics(hook))
 
-    def get(self, id: str):
+    def get(self, id: str) -> str:
         hook = _show(id)
         return tk.render("webhooks/edit.html", {
             "hook": hook, "data": self._current(hook), "errors": {},
             "error_summary": {}})
 
-    def post(self, id: str):
+    def post(self, id: str) -> Union[str, Response]:
         hook = _show(id)
         current = self._current(hook)
         data = _hook_form()
@@ -342,7 +354,7 @@ webhooks.add_url_rule("/<id>/edit", view_func=EditView.as_view("edit"))
 
 
 @webhooks.route("/<id>/disable", methods=["POST"])
-def disable(id: str):
+def disable(id: str) -> Response:
     """Pause the hook: it gets no events until it is enabled again."""
     if _act_or_flash("webhook_update", id, enabled=False) is not None:
         tk.h.flash_success(tk._(
@@ -352,7 +364,7 @@ def disable(id: str):
 
 
 @webhooks.route("/<id>/enable", methods=["POST"])
-def enable(id: str):
+def enable(id: str) -> Response:
     """Resume a disabled hook."""
     hook = _act_or_flash("webhook_update", id, enabled=True)
     if hook is not None and hook.get("status") == "pending":
@@ -365,7 +377,7 @@ def enable(id: str):
 
 
 @webhooks.route("/<id>/ping", methods=["POST"])
-def ping(id: str):
+def ping(id: str) -> Response:
     """Send a webhook/ping delivery (or, to a pending hook, the challenge)."""
     hook = _show(id)
     message_id = _act_or_flash("webhook_ping", id)
@@ -384,7 +396,7 @@ def ping(id: str):
 
 
 @webhooks.route("/<id>/test", methods=["POST"])
-def send_test(id: str):
+def send_test(id: str) -> Response:
     """Send a test delivery of one event type, with example data."""
     topic = request.form.get("topic", "").strip()
     if not topic:
@@ -400,7 +412,7 @@ def send_test(id: str):
 
 
 @webhooks.route("/<id>/rotate", methods=["POST"])
-def rotate(id: str):
+def rotate(id: str) -> Response:
     """Give the hook a new secret; the old one signs too for 24 hours."""
     _act("webhook_rotate_secret", id)
     tk.h.flash_success(tk._(
@@ -423,7 +435,7 @@ def _since_from_form(value: str) -> Optional[str]:
 
 
 @webhooks.route("/<id>/recover", methods=["POST"])
-def recover(id: str):
+def recover(id: str) -> Response:
     """Deliver again every failed delivery since a time."""
     since = _since_from_form(request.form.get("since", ""))
     if since is None:
@@ -440,7 +452,7 @@ def recover(id: str):
 
 
 @webhooks.route("/<id>/deliveries/<delivery_id>")
-def delivery(id: str, delivery_id: str):
+def delivery(id: str, delivery_id: str) -> str:
     """One delivery: its payload as sent and every attempt."""
     hook = _show(id)
     try:
@@ -455,7 +467,7 @@ def delivery(id: str, delivery_id: str):
 
 @webhooks.route("/<id>/deliveries/<delivery_id>/redeliver",
                 methods=["POST"])
-def redeliver(id: str, delivery_id: str):
+def redeliver(id: str, delivery_id: str) -> Response:
     """Deliver a message again, with the same message id; a pending one is
     attempted now."""
     _show(id)
@@ -479,11 +491,11 @@ def redeliver(id: str, delivery_id: str):
 class DeleteView(MethodView):
     """GET asks to confirm; POST deletes."""
 
-    def get(self, id: str):
+    def get(self, id: str) -> str:
         return tk.render("webhooks/confirm_delete.html", {
             "hook": _show(id), "next": request.args.get("next", "")})
 
-    def post(self, id: str):
+    def post(self, id: str) -> Response:
         _act("webhook_delete", id)
         tk.h.flash_success(tk._("The webhook was deleted."))
         if request.values.get("next") == "admin":
@@ -504,7 +516,7 @@ def _sysadmins_only() -> None:
 
 
 @webhooks_admin.route("", endpoint="index")
-def admin_index():
+def admin_index() -> str:
     """Every hook with its health, and the queue's health."""
     try:
         page = max(1, int(request.args.get("page", 1)))

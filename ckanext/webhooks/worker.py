@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 class WebhooksWorker(rq.SimpleWorker):
     # RQ waits 1, 2, 4 ... 60 s between attempts to reach a Redis that is
     # down; once a second instead, so the queue is worked again within
-    # seconds of Redis coming back, however long it was away
+    # seconds of Redis coming back, however long it was away. Worker class
+    # attributes RQ reads in work() (RQ 1.11 to 2.x, CKAN 2.10 to 2.12) but
+    # does not document: test_recovery's long Redis outage checks them.
     exponential_backoff_factor = 1.0
     max_connection_wait_time = 1.0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import sqlalchemy as sa
 
@@ -18,6 +18,9 @@ from ckanext.webhooks.model import (
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
 )
 
+if TYPE_CHECKING:
+    from ckan.types import Context, DataDict, ErrorDict
+
 ROTATION_OVERLAP = datetime.timedelta(hours=24)
 # a pending hook's challenge: at most this many times, and on request
 # (webhook_ping) at most once in this interval
@@ -31,7 +34,7 @@ def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
     return moment.isoformat() if moment else None
 
 
-def _caller(context) -> Optional[model.User]:
+def _caller(context: Context) -> Optional[model.User]:
     user = context.get("auth_user_obj")
     if user is None and context.get("user"):
         user = model.User.get(context["user"])
@@ -53,11 +56,11 @@ def _locked(hook: Hook) -> Hook:
     try:
         model.Session.refresh(hook, with_for_update=True)
     except sa.exc.InvalidRequestError:  # deleted meanwhile
-        raise tk.ObjectNotFound(tk._("Webhook not found"))
+        raise tk.ObjectNotFound(tk._("Webhook not found")) from None
     return hook
 
 
-def _finish(context) -> None:
+def _finish(context: Context) -> None:
     if not context.get("defer_commit"):
         model.Session.commit()
 
@@ -111,8 +114,11 @@ def _shown_hook(hook: Hook) -> dict[str, Any]:
     return _hook_dict(hook, _statistics([hook.id])[hook.id])
 
 
-def _viewer_context(user: Optional[model.User]) -> dict[str, Any]:
-    return {"model": model, "session": model.Session,
+def _viewer_context(user: Optional[model.User]) -> Context:
+    # ckan.model is what the Model protocol describes, but mypy holds a
+    # module to a protocol's classmethods strictly
+    return {"model": model,  # type: ignore[typeddict-item]
+            "session": model.Session,
             "user": user.name if user else "", "auth_user_obj": user,
             "ignore_auth": False}
 
@@ -126,7 +132,7 @@ def _resolve_filters(data: dict[str, Any],
     be able to see a dataset or resource a filter names.
     """
     resolved: dict[str, str] = {}
-    errors: dict[str, list[str]] = {}
+    errors: ErrorDict = {}
     viewers = list(viewers)
 
     def can_read_dataset(pkg: model.Package) -> bool:
@@ -172,7 +178,7 @@ def _resolve_filters(data: dict[str, Any],
     return resolved
 
 
-def _address_refusal(address: str) -> dict[str, list[str]]:
+def _address_refusal(address: str) -> ErrorDict:
     refusal = addresses.refusal(address, unresolvable_ok=True)
     return {"address": [refusal]} if refusal else {}
 
@@ -181,7 +187,8 @@ def _checked(address: Optional[str], filters: dict[str, Any],
              viewers: Iterable[Optional[model.User]]) -> dict[str, str]:
     """The resolved filters; refuses a bad address and bad filters in one
     ValidationError."""
-    errors = _address_refusal(address) if address is not None else {}
+    errors: ErrorDict = _address_refusal(address) \
+        if address is not None else {}
     resolved: dict[str, str] = {}
     try:
         resolved = _resolve_filters(filters, viewers)
@@ -232,7 +239,7 @@ def _new_message(hook: Hook, type_: str, data: dict[str, Any],
     return message
 
 
-def _commit_and_deliver(context, message: Message) -> None:
+def _commit_and_deliver(context: Context, message: Message) -> None:
     """Commit, then ask a worker for the message; with ``defer_commit`` the
     caller commits and the worker's sweep finds the message."""
     if context.get("defer_commit"):
@@ -292,7 +299,7 @@ def _not_while_disabled() -> tk.ValidationError:
         "This webhook is disabled; enable it first.")]})
 
 
-def webhook_create(context, data_dict) -> str:
+def webhook_create(context: Context, data_dict: DataDict) -> str:
     """Register a webhook. Anyone may, unless the site requires login.
 
     :param topic: what to be told about: ``dataset/create``,
@@ -323,7 +330,7 @@ def webhook_create(context, data_dict) -> str:
     try:
         data = schema.load(schema.HookCreateSchema, data_dict)
     except tk.ValidationError as e:
-        raise _with_every_error(e, data_dict, [_caller(context)])
+        raise _with_every_error(e, data_dict, [_caller(context)]) from None
     user = _caller(context)
     filters = _checked(data["address"], data, [user])
     _check_new_address_limits(data["address"], user)
@@ -353,7 +360,7 @@ def webhook_create(context, data_dict) -> str:
 
 
 @tk.side_effect_free
-def webhook_show(context, data_dict) -> dict[str, Any]:
+def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Show a webhook to whoever knows its id.
 
     :param id: the hook's id
@@ -373,7 +380,7 @@ def webhook_show(context, data_dict) -> dict[str, Any]:
     return _shown_hook(_hook_or_404(data["id"]))
 
 
-def webhook_update(context, data_dict) -> dict[str, Any]:
+def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
     """Change a webhook; give only what changes.
 
     A new address makes the hook ``pending`` and sends it a new
@@ -419,7 +426,7 @@ def webhook_update(context, data_dict) -> dict[str, Any]:
         if hook is None:
             raise
         raise _with_every_error(e, data_dict, _caller_and_owner(
-            _caller(context), hook), hook.address)
+            _caller(context), hook), hook.address) from None
     hook = _hook_or_404(data["id"])
     user = _caller(context)
     new_address = data["address"] \
@@ -503,7 +510,7 @@ def _enable(hook: Hook) -> None:
     hook.circuit_until = None
 
 
-def webhook_delete(context, data_dict) -> None:
+def webhook_delete(context: Context, data_dict: DataDict) -> None:
     """Delete a webhook, with its delivery log.
 
     :param id: the hook's id
@@ -517,7 +524,8 @@ def webhook_delete(context, data_dict) -> None:
 
 
 @tk.side_effect_free
-def webhook_list(context, data_dict) -> list[dict[str, Any]]:
+def webhook_list(context: Context,
+                 data_dict: DataDict) -> list[dict[str, Any]]:
     """The caller's own webhooks (a sysadmin's: everyone's), newest first.
 
     :param limit: at most this many hooks (default 100, at most 1000)
@@ -545,7 +553,7 @@ def webhook_list(context, data_dict) -> list[dict[str, Any]]:
     return [_hook_dict(h, stats[h.id]) for h in hooks]
 
 
-def webhook_ping(context, data_dict) -> str:
+def webhook_ping(context: Context, data_dict: DataDict) -> str:
     """Send a ``webhook/ping`` delivery (``data`` is ``{}``), or with
     ``topic`` a test delivery of that type: an example ``data`` (a real
     public dataset, resource, organization or group, or a made-up one) and
@@ -596,7 +604,7 @@ def _received_types(topics: list[str]) -> list[str]:
             and schema.matches(topics, t)]
 
 
-def _challenge_again(context, hook: Hook) -> str:
+def _challenge_again(context: Context, hook: Hook) -> str:
     """webhook_ping on a pending hook: the challenge, if it may go again."""
     if _may_challenge_again(hook):
         message = _new_challenge(hook)
@@ -628,7 +636,8 @@ def _delivery_dict(m: Message) -> dict[str, Any]:
 
 
 @tk.side_effect_free
-def webhook_delivery_list(context, data_dict) -> list[dict[str, Any]]:
+def webhook_delivery_list(context: Context,
+                          data_dict: DataDict) -> list[dict[str, Any]]:
     """Recent deliveries of a hook, newest first.
 
     Messages of events show up once a worker has judged that the hook's
@@ -665,7 +674,8 @@ def _message_or_404(hook: Hook, message_id: str) -> Message:
 
 
 @tk.side_effect_free
-def webhook_delivery_show(context, data_dict) -> dict[str, Any]:
+def webhook_delivery_show(context: Context,
+                          data_dict: DataDict) -> dict[str, Any]:
     """One delivery of a hook, with its payload and every attempt.
 
     :param id: the hook's id
@@ -715,7 +725,7 @@ def _attempt_now(ids: list[str]) -> None:
         synchronize_session=False)
 
 
-def webhook_redeliver(context, data_dict) -> str:
+def webhook_redeliver(context: Context, data_dict: DataDict) -> str:
     """Deliver a message of this hook again, with the same message id; a
     pending one is attempted now ("retry now"). Only for ``active`` hooks.
 
@@ -737,7 +747,7 @@ def webhook_redeliver(context, data_dict) -> str:
     return message.id
 
 
-def webhook_recover(context, data_dict) -> int:
+def webhook_recover(context: Context, data_dict: DataDict) -> int:
     """Deliver every failed delivery since a time again, oldest first, with
     the same message ids. Only for ``active`` hooks, and once per hook per
     ``ckanext.webhooks.recover_interval`` seconds.
@@ -786,7 +796,7 @@ def webhook_recover(context, data_dict) -> int:
     return sum(1 for row in failed if row.visible)
 
 
-def webhook_rotate_secret(context, data_dict) -> str:
+def webhook_rotate_secret(context: Context, data_dict: DataDict) -> str:
     """Give the hook a new secret; the old one keeps signing for 24 hours.
 
     While both are valid every delivery carries two signatures, so a

@@ -7,15 +7,21 @@ sysadmins (all).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import ckan.plugins.toolkit as tk
 
+if TYPE_CHECKING:
+    from ckan.types import AuthResult, Context, DataDict
 
-def _logged_in(context) -> bool:
-    return bool(context.get("user")) and context.get("auth_user_obj") is not None
+
+def _logged_in(context: Context) -> bool:
+    return bool(context.get("user")) and \
+        context.get("auth_user_obj") is not None
 
 
 @tk.auth_allow_anonymous_access
-def webhook_create(context, data_dict):
+def webhook_create(context: Context, data_dict: DataDict) -> AuthResult:
     if tk.config.get("ckanext.webhooks.allow_anonymous") or \
             _logged_in(context):
         return {"success": True}
@@ -24,51 +30,51 @@ def webhook_create(context, data_dict):
 
 
 @tk.auth_allow_anonymous_access
-def webhook_show(context, data_dict):
+def webhook_show(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_update(context, data_dict):
+def webhook_update(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_delete(context, data_dict):
+def webhook_delete(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_ping(context, data_dict):
+def webhook_ping(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_delivery_list(context, data_dict):
+def webhook_delivery_list(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_delivery_show(context, data_dict):
+def webhook_delivery_show(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_redeliver(context, data_dict):
+def webhook_redeliver(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_recover(context, data_dict):
+def webhook_recover(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
 @tk.auth_allow_anonymous_access
-def webhook_rotate_secret(context, data_dict):
+def webhook_rotate_secret(context: Context, data_dict: DataDict) -> AuthResult:
     return {"success": True}
 
 
-def webhook_list(context, data_dict):
+def webhook_list(context: Context, data_dict: DataDict) -> AuthResult:
     if _logged_in(context):
         return {"success": True}
     return {"success": False,

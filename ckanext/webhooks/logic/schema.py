@@ -56,7 +56,8 @@ class Text(fields.String):
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise SchemaError(tk._(
-                "Must be valid Unicode text (a lone surrogate is not)"))
+                "Must be valid Unicode text (a lone surrogate is not)")) \
+                from None
         return text
 
 
@@ -71,7 +72,7 @@ class UTCDateTime(fields.DateTime):
             try:
                 moment = moment.astimezone(datetime.timezone.utc)
             except OverflowError:
-                raise SchemaError(tk._("Not a valid time"))
+                raise SchemaError(tk._("Not a valid time")) from None
             moment = moment.replace(tzinfo=None)
         return moment
 
@@ -221,5 +222,6 @@ def load(schema: type[Schema], data_dict: Any) -> dict[str, Any]:
     except SchemaError as e:
         messages = e.messages if isinstance(e.messages, dict) \
             else {"__input": e.messages}
-        raise tk.ValidationError({
-            str(field): _texts(msgs) for field, msgs in messages.items()})
+        errors: dict[str, Any] = {
+            str(field): _texts(msgs) for field, msgs in messages.items()}
+        raise tk.ValidationError(errors) from None

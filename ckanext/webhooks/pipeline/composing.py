@@ -69,7 +69,7 @@ class Views:
             self.challenges[hook_id] = model.Session.execute(sa.text(
                 "SELECT COALESCE(sum(attempts), 0) FROM webhooks_delivery "
                 "WHERE hook_id = :h AND type = :t"),
-                {"h": hook_id, "t": TYPE_VERIFY}).scalar()
+                {"h": hook_id, "t": TYPE_VERIFY}).scalar_one()
         return self.challenges[hook_id]
 
     def viewer(self, owner_id: Optional[str]) -> access.Viewer:
@@ -153,7 +153,7 @@ def _decide(message: ClaimedMessage, hook: Any, views: Views) -> None:
         event = views.event(message.event_id)
         data_json, changes_json = (None, None) if event is None \
             else views.payload(event, hook.owner_id)
-        if data_json is None:  # not for this owner (any more)
+        if event is None or data_json is None:  # not for this owner now
             message.state = "drop"
             return
         # a first attempt waits for the messages of its hook about the same
@@ -187,6 +187,7 @@ def compose(messages: list[ClaimedMessage], views: Views) -> None:
         _decide(message, hook, views)
         if message.state != "send":
             continue
+        assert hook is not None  # _decide drops a deleted hook's messages
         message.address = hook.address
         message.host = host_key(hook.address)
         message.secrets = [hook.secret]

@@ -85,7 +85,8 @@ class Engine:
         # the same messages again
         self._leases = ThreadPoolExecutor(1,
                                           thread_name_prefix="webhooks-lease")
-        self._lease_lock: Optional[asyncio.Lock] = None
+        # bound to the running loop when first used (Python 3.10+)
+        self._lease_lock = asyncio.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._wakeup: Optional[asyncio.Event] = None
         self._stopping = False
@@ -104,11 +105,12 @@ class Engine:
         self._parked: dict[str, list[ClaimedMessage]] = {}
         self.circuit_failures = int(tk.config.get(
             "ckanext.webhooks.circuit_failures"))
-        self._release: list[tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
+        self._release: list[
+            tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
-        self.stats = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
         # for ``ckan webhooks status``: who this worker is, whether its
         # listener listens (set by the worker), when it last swept
         self.identity = heartbeat.Identity()
@@ -146,13 +148,13 @@ class Engine:
         self._wake()
 
     async def _call(self, fn: Callable, *args: Any) -> Any:
+        assert self._loop is not None  # running
         return await self._loop.run_in_executor(
             self._db, functools.partial(_in_session, fn, *args))
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._lease_lock = asyncio.Lock()
         self._transport = Transport(
             tk.config.get("ckanext.webhooks.timeout"),
             tk.config.get("ckanext.webhooks.max_response_bytes"))
@@ -212,6 +214,7 @@ class Engine:
     async def _sleep(self, seconds: float) -> None:
         if self._finished or self._release:
             seconds = min(seconds, 0.05)
+        assert self._wakeup is not None  # running
         try:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
         except asyncio.TimeoutError:
@@ -320,6 +323,7 @@ class Engine:
         self._in_flight += 1
         self._active[message.host] += 1
         message.started = utcnow()
+        assert self._loop is not None  # running
         task = self._loop.create_task(self._send(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -466,6 +470,7 @@ class Engine:
                 collections.defaultdict(list)
             for message in holding:
                 leases[message.lease].append(message.id)
+            assert self._loop is not None
             lease, renewed = await self._loop.run_in_executor(
                 self._leases, functools.partial(
                     _in_session, claiming.renew, dict(leases)))

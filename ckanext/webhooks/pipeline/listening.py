@@ -34,7 +34,10 @@ def notify_wake() -> None:
 
 def _listen_connection() -> Any:
     """A psycopg2 connection of its own, out of SQLAlchemy's pool."""
-    fairy = model.meta.engine.raw_connection()
+    engine = model.meta.engine
+    assert engine is not None  # CKAN's environment is loaded
+    # a pool's proxy of the DBAPI connection
+    fairy: Any = engine.raw_connection()
     fairy.detach()
     conn = getattr(fairy, "driver_connection", None) or fairy.connection
     conn.rollback()

@@ -7,13 +7,16 @@ table, so the cost follows the matching hooks, not all hooks.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
 import ckan.model as model
 
 from ckanext.webhooks.model import Event, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 _CANDIDATE_COLUMNS = """id, owner_id, topics, status, created, circuit_until,
                filter_dataset, filter_organization, filter_group,
@@ -75,8 +78,10 @@ def _parameters(event: Event) -> dict[str, Any]:
 
 def create_messages(event: Event) -> int:
     """One pending message for each hook matching ``event`` (idempotent)."""
-    return model.Session.execute(_MATCHING_INSERT,
-                                 _parameters(event)).rowcount
+    # an INSERT's result is a CursorResult: it has the row count
+    result = cast("CursorResult", model.Session.execute(
+        _MATCHING_INSERT, _parameters(event)))
+    return result.rowcount
 
 
 # events not fanned out yet, oldest first; a worker that takes them holds
@@ -117,6 +122,7 @@ def fan_out_event(event_id: str) -> bool:
         session.commit()
         return False
     event = session.get(Event, event_id)
+    assert event is not None  # locked above
     create_messages(event)
     session.execute(_FANNED_OUT, {"now": utcnow(), "ids": [event_id]})
     session.commit()

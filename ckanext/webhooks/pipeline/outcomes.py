@@ -69,7 +69,9 @@ def _retry_delay(message: ClaimedMessage, outcome: Outcome,
 
 def _challenge_answered(message: ClaimedMessage, outcome: Outcome) -> bool:
     challenge = (message.data or {}).get("challenge")
-    return bool(challenge) and verification.answered(
+    if not challenge:
+        return False
+    return verification.answered(
         challenge, message.hook_id, outcome.response_body)
 
 
@@ -177,8 +179,8 @@ def _logged_body(outcome: Outcome, hook_active: bool) -> Optional[str]:
     return text[:LOGGED_BODY].replace("\x00", "\ufffd")
 
 
-def _judge(message: ClaimedMessage, change: _HookChange, now: datetime.datetime,
-           jitter: float) -> None:
+def _judge(message: ClaimedMessage, change: _HookChange,
+           now: datetime.datetime, jitter: float) -> None:
     """Set the message's state after its attempt, and what it does to its
     hook."""
     outcome = message.outcome

@@ -14,7 +14,6 @@ import ckan.logic as logic
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks import jobs
 from ckanext.webhooks.pipeline import matching, sweep as sweeping
 from ckanext.webhooks.model import Attempt, Message, Event, Hook, utcnow
 from ckanext.webhooks.tests.receiver import Answer

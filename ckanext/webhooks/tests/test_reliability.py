@@ -6,14 +6,12 @@ server and really kill a worker with SIGKILL.
 from __future__ import annotations
 
 import datetime
-import os
 import signal
 import socket
 import subprocess
 import time
 
 import pytest
-import sqlalchemy as sa
 
 import ckan.model as model
 import ckan.lib.redis as ckan_redis
