@@ -5,6 +5,9 @@
 #   make browser    Debian's chromium, for the browser test
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
 #                   on another CKAN: make test CKAN_VERSION=2.12.0
+#   make test-fast  the suite without the slow tests (pytest -m "not slow": those
+#                   that start workers, CKAN servers, a browser, the demo or a
+#                   Redis or PostgreSQL of their own)
 #   make test-matrix the suite on CKAN 2.10.11, 2.11.6 and 2.12.0, one after another
 #   make bench      the benchmarks (BENCH_SIZE=smoke for a short run)
 #   make demo       a local CKAN with the extension, a worker and a demo receiver
@@ -37,7 +40,8 @@ STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 # the demo needs CKAN, the extension and scripts/demo-requirements.txt only
 DEMO_STAMP := $(VENV)/.demo-installed-$(CKAN_VERSION)
 
-.PHONY: venv demo-venv build-tools services browser test test-matrix bench demo clean
+.PHONY: venv demo-venv build-tools services browser test test-fast test-matrix \
+	bench demo clean
 
 venv: $(STAMP)
 
@@ -70,10 +74,13 @@ browser:
 	    -e 's#^ckan.redis.url = .*#ckan.redis.url = redis://127.0.0.1:6379/$(word 2,$(subst ., ,$*))#' \
 	    -e 's#^ckan.site_id = .*#ckan.site_id = webhooks-test-$*#' $< > $@
 
-test: venv services browser $(filter .test-%,$(TEST_INI))
+# the slow tests are marked in the tests (conftest.py registers the marker)
+test-fast: SELECT_TESTS := -m "not slow"
+
+test test-fast: venv services browser $(filter .test-%,$(TEST_INI))
 	$(BIN)/ckan -c $(TEST_INI) db init
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
-	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(PYTEST_ARGS)
+	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
 
 test-matrix:
 	@for v in $(MATRIX); do \
