@@ -1,7 +1,7 @@
 """Hooks for the tests, beside CKAN's own factories (``ckan.tests.factories``).
 
-    hook = HookFactory()                               # anonymous, dataset/create
-    hook = HookFactory(receiver=receiver, path="/in")  # delivers to the receiver
+    hook = HookFactory()  # anonymous, dataset/create, at ADDRESS
+    hook = HookFactory(receiver=receiver, path="/in")  # to the receiver
     hook = HookFactory(user=user, topics=["dataset/*", "resource/*"])
     hook["id"], hook["secret"]
 
