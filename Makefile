@@ -3,9 +3,12 @@
 #   make venv       .venv with CKAN $(CKAN_VERSION), test tools and this extension
 #   make services   PostgreSQL and Redis up, role ckan_default, databases ckan_test/ckan_demo
 #   make browser    Debian's chromium, for the browser test
-#   make lint       ruff and mypy (pinned in dev-requirements.txt)
+#   make lint       ruff and mypy (pinned in lint-requirements.txt)
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
 #                   on another CKAN: make test CKAN_VERSION=2.12.0
+#   make test-fast  the suite without the slow tests (pytest -m "not slow": those
+#                   that start workers, CKAN servers, a browser, the demo or a
+#                   Redis or PostgreSQL of their own)
 #   make test-matrix the suite on CKAN 2.10.11, 2.11.6 and 2.12.0, one after another
 #   make bench      the benchmarks (BENCH_SIZE=smoke for a short run)
 #   make demo       a local CKAN with the extension, a worker and a demo receiver
@@ -38,7 +41,8 @@ STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 # the demo needs CKAN, the extension and scripts/demo-requirements.txt only
 DEMO_STAMP := $(VENV)/.demo-installed-$(CKAN_VERSION)
 
-.PHONY: venv demo-venv build-tools services browser lint test test-matrix bench demo clean
+.PHONY: venv demo-venv build-tools services browser lint test test-fast \
+	test-matrix bench demo clean
 
 venv: $(STAMP)
 
@@ -88,10 +92,13 @@ lint: venv $(LINT_STAMP)
 	$(LINT_VENV)/bin/ruff check ckanext bench scripts
 	$(LINT_VENV)/bin/mypy --python-executable $(BIN)/python
 
-test: venv services browser $(filter .test-%,$(TEST_INI))
+# the slow tests are marked in the tests (conftest.py registers the marker)
+test-fast: SELECT_TESTS := -m "not slow"
+
+test test-fast: venv services browser $(filter .test-%,$(TEST_INI))
 	$(BIN)/ckan -c $(TEST_INI) db init
 	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
-	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(PYTEST_ARGS)
+	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
 
 test-matrix:
 	@for v in $(MATRIX); do \

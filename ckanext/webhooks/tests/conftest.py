@@ -1,4 +1,5 @@
-"""Fixtures: the webhooks tables, no Solr, a real receiver, a real worker."""
+"""Fixtures: the webhooks tables, no Solr, a real receiver, real workers,
+a Redis server of the test's own; the `slow` marker."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import os
 import pytest
 
 import ckan.model as model
+import ckan.lib.redis as ckan_redis
 from ckan.lib import jobs as ckan_jobs
 from ckan.lib.search import index as search_index, query as search_query
 import ckan.plugins.toolkit as tk
@@ -111,6 +113,27 @@ def workers(request, tmp_path):
 
 
 @pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of the test's own, which it may stop and start; this
+    process (and workers started with ``worker_options(own_redis.url)``)
+    use it."""
+    server = processes.OwnRedis(tmp_path)
+    server.start()
+    saved = tk.config.get("ckan.redis.url")
+    tk.config["ckan.redis.url"] = server.url
+    _forget_redis_connections()
+    yield server
+    server.stop()
+    tk.config["ckan.redis.url"] = saved
+    _forget_redis_connections()
+
+
+def _forget_redis_connections():
+    ckan_redis._connection_pool = None
+    ckan_jobs._queues.clear()  # CKAN caches queues with their connection
+
+
+@pytest.fixture
 def forget_creation_rates():
     """Forget the anonymous creation counts kept in Redis by earlier tests."""
     from ckan.lib.redis import connect_to_redis
@@ -129,3 +152,21 @@ def forget_creation_rates():
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "ckan_config(key, value): override a CKAN config option")
+    config.addinivalue_line(
+        "markers", "slow: starts processes (workers, CKAN servers, its own "
+        "Redis or PostgreSQL, a browser); `make test-fast` leaves it out")
+
+
+# fixtures that start processes: a test using one is slow
+_STARTS_PROCESSES = {"workers", "own_redis", "own_postgres"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts processes must say so, or `make test-fast`
+    would not be fast."""
+    unmarked = [item.nodeid for item in items
+                if _STARTS_PROCESSES & set(item.fixturenames)
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "mark these tests @pytest.mark.slow: " + ", ".join(unmarked))

@@ -1,5 +1,6 @@
-"""Real CKAN processes for the tests: a config derived from the test
-config, a free loopback port, start and stop (with child processes)."""
+"""Real processes for the tests: a config derived from the test
+config, a free loopback port, start and stop (with child processes), a
+PostgreSQL cluster and a Redis server of a test's own."""
 from __future__ import annotations
 
 import configparser
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 CKAN = os.path.join(os.path.dirname(sys.executable), "ckan")
 
@@ -53,6 +55,16 @@ def stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(10)
+
+
+def worker_options(redis_url: Optional[str] = None, **extra) -> dict:
+    """A worker's options: a quick sweep and timeout, another Redis."""
+    options = {"ckanext.webhooks.sweep_interval": 1,
+               "ckanext.webhooks.timeout": 2}
+    if redis_url:
+        options["ckan.redis.url"] = redis_url
+    options.update(extra)
+    return options
 
 
 def wait_until_listening(*processes_, timeout: float = 30) -> None:
@@ -117,3 +129,36 @@ class OwnPostgres:
 
     def remove(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class OwnRedis:
+    """A Redis server of this test's own, which it may stop and start."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:{}/0".format(self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None

@@ -38,6 +38,15 @@ class Answer:
     delay: float = 0.0
 
 
+def echo_challenge(got: Received) -> Answer:
+    """Answers a verification challenge with its token, anything else with
+    204: a receiver that verifies, ``receiver.always(path, echo_challenge)``.
+    """
+    if got.json["type"] != "webhook/verify":
+        return Answer(204)
+    return Answer(200, got.json["data"]["challenge"].encode())
+
+
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []

@@ -18,10 +18,13 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Hook
+from ckanext.webhooks.tests.callers import anonymous
+from ckanext.webhooks.tests.factories import HookFactory, hook_count
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs",
                         "examples")
+
+pytestmark = pytest.mark.usefixtures("webhooks")
 
 PRIVATE_SPELLINGS = [
     "http://127.0.0.1/hook", "http://127.1/hook", "http://2130706433/hook",
@@ -41,33 +44,22 @@ PRIVATE_SPELLINGS = [
 ]
 
 
-def _anonymous():
-    return {"user": "", "ignore_auth": False}
-
-
-def _hook_count() -> int:
-    model.Session.remove()
-    return model.Session.query(Hook).count()
-
-
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.allow_private_addresses", "false")
 @pytest.mark.parametrize("address", PRIVATE_SPELLINGS)
 def test_private_address_in_any_spelling_is_refused(address):
     with pytest.raises(tk.ValidationError) as e:
-        helpers.call_action("webhook_create", context=_anonymous(),
+        helpers.call_action("webhook_create", context=anonymous(),
                             topic="dataset/create", address=address)
     assert "private" in e.value.error_dict["address"][0]
-    assert _hook_count() == 0
+    assert hook_count() == 0
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.allow_private_addresses", "false")
 @pytest.mark.parametrize("address", ["http://8.8.8.8/hook",
                                      "https://[2606:4700::1111]/x",
                                      "http://example.com/callback"])
 def test_public_or_unresolvable_address_is_accepted(address):
-    assert helpers.call_action("webhook_create", context=_anonymous(),
+    assert helpers.call_action("webhook_create", context=anonymous(),
                                topic="dataset/create", address=address)
 
 
@@ -88,16 +80,14 @@ def fake_dns(monkeypatch):
     return answers
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_rebinding_name_is_refused_at_delivery(fake_dns, receiver,
                                                run_jobs, monkeypatch):
     port = receiver.server.server_port
     fake_dns["rebind.example"] = ["93.184.216.34", "127.0.0.1"]
     monkeypatch.setitem(tk.config,
                         "ckanext.webhooks.allow_private_addresses", False)
-    hook_id = helpers.call_action(
-        "webhook_create", context=_anonymous(), topic="dataset/create",
-        address="http://rebind.example:{}/hook".format(port))
+    hook_id = HookFactory(
+        address="http://rebind.example:{}/hook".format(port))["id"]
     factories.Dataset()
     run_jobs()
     assert receiver.arrived == []
@@ -105,13 +95,11 @@ def test_rebinding_name_is_refused_at_delivery(fake_dns, receiver,
     assert row["status"] == "pending" and "private" in row["error"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_attempt_connects_to_the_resolved_ip_and_keeps_the_host_name(
         fake_dns, receiver, run_jobs):
     port = receiver.server.server_port
     fake_dns["receiver.example"] = ["127.0.0.1"]
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address="http://receiver.example:{}/hook".format(port))
+    HookFactory(address="http://receiver.example:{}/hook".format(port))
     factories.Dataset()
     run_jobs()
     [got] = receiver.requests
@@ -119,11 +107,9 @@ def test_attempt_connects_to_the_resolved_ip_and_keeps_the_host_name(
     assert "x-webhooks-tls-name" not in got.headers
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_address_turned_private_is_refused_at_delivery(receiver, run_jobs,
                                                       monkeypatch):
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     monkeypatch.setitem(tk.config,
                         "ckanext.webhooks.allow_private_addresses", False)
     factories.Dataset()
@@ -175,15 +161,12 @@ class _EndlessServer:
         self.sock.close()
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.timeout", "2")
 @pytest.mark.parametrize("pause", [0, 0.5], ids=["endless", "slow"])
 def test_endless_or_slow_answer_cannot_pin_a_worker(run_jobs, pause):
     server = _EndlessServer(pause)
     try:
-        hook_id = helpers.call_action("webhook_create",
-                                      topic="dataset/create",
-                                      address=server.url())
+        hook_id = HookFactory(address=server.url())["id"]
         factories.Dataset()
         started = time.monotonic()
         run_jobs()
@@ -195,7 +178,6 @@ def test_endless_or_slow_answer_cannot_pin_a_worker(run_jobs, pause):
     assert elapsed < 10, elapsed
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.anonymous_create_limit", "2")
 def test_anonymous_creation_is_rate_limited_per_client_address(app, reset_redis):
     reset_redis()
@@ -205,19 +187,18 @@ def test_anonymous_creation_is_rate_limited_per_client_address(app, reset_redis)
         assert app.post(url, json=data,
                         environ_base={"REMOTE_ADDR": "203.0.113.5"}
                         ).status_code == 200
-    before = _hook_count()
+    before = hook_count()
     response = app.post(url, json=data,
                         environ_base={"REMOTE_ADDR": "203.0.113.5"})
     assert response.status_code == 409
     assert "rate_limit" in response.json["error"]
-    assert _hook_count() == before
+    assert hook_count() == before
     # another client is not affected
     assert app.post(url, json=data,
                     environ_base={"REMOTE_ADDR": "203.0.113.6"}
                     ).status_code == 200
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.max_hooks_per_address", "2")
 def test_hooks_per_address_are_capped():
     for _ in range(2):
@@ -227,7 +208,7 @@ def test_hooks_per_address_are_capped():
         helpers.call_action("webhook_create", topic="dataset/update",
                             address="http://example.com/victim")
     assert "maximum" in e.value.error_dict["address"][0]
-    assert _hook_count() == 2
+    assert hook_count() == 2
 
 
 # --- property-based: no input makes a 500, a failure stores nothing -------
@@ -301,25 +282,23 @@ def _answered_properly(response) -> None:
         assert response.json["error"]["__type"] == "Validation Error"
 
 
-@pytest.mark.usefixtures("webhooks")
 @settings(max_examples=60, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=_inputs(), action=st.sampled_from(_ACTIONS))
 def test_no_input_makes_a_server_error_or_stores_anything(app, data, action):
-    before = _hook_count()
+    before = hook_count()
     response = _post_json(app, action, data)
     _answered_properly(response)
     if response.status_code != 200 or action != "webhook_create":
-        assert _hook_count() == before
+        assert hook_count() == before
 
 
 @pytest.fixture
 def fuzzed_hook(webhooks):
     """A hook to aim input at, and a logged-in user (for webhook_list)."""
     user = factories.UserWithToken()
-    hook_id = helpers.call_action(
-        "webhook_create", context={"user": user["name"]},
-        topic="dataset/create", address="http://example.com/fuzzed")
+    hook_id = HookFactory(user=user,
+                          address="http://example.com/fuzzed")["id"]
     return hook_id, {"Authorization": user["token"]}
 
 
@@ -348,7 +327,6 @@ def test_no_input_aimed_at_a_real_hook_makes_a_server_error(
 
 # --- the receiver guide's examples verify real deliveries ----------------
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("command", [
     [sys.executable, "receive_standardwebhooks.py"],
     [sys.executable, "receive_hmac.py"],
@@ -357,8 +335,7 @@ def test_receiver_guide_examples_verify_a_real_delivery(
         command, receiver, run_jobs):
     if shutil.which(command[0]) is None:
         pytest.skip(command[0] + " is not installed")
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     helpers.call_action("webhook_rotate_secret", id=hook_id)
     secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
     factories.Dataset()
@@ -417,16 +394,14 @@ def tls_receiver(tmp_path, monkeypatch):
     server.shutdown()
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("name, delivered", [("receiver.example", True),
                                              ("impostor.example", False)])
 def test_tls_certificate_is_verified_for_the_name_not_the_ip(
         fake_dns, tls_receiver, run_jobs, name, delivered):
     port, got = tls_receiver
     fake_dns[name] = ["127.0.0.1"]
-    hook_id = helpers.call_action(
-        "webhook_create", topic="dataset/create",
-        address="https://{}:{}/hook".format(name, port))
+    hook_id = HookFactory(
+        address="https://{}:{}/hook".format(name, port))["id"]
     factories.Dataset()
     run_jobs()
     [row] = helpers.call_action("webhook_delivery_list", id=hook_id)

@@ -11,19 +11,13 @@ import ckan.model as model
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks.model import Hook
-from ckanext.webhooks.tests.receiver import Answer
+from ckanext.webhooks.tests.callers import anonymous, as_user
+from ckanext.webhooks.tests.factories import ADDRESS, hook_count
+from ckanext.webhooks.tests.receiver import Answer, echo_challenge
 
-ADDRESS = "http://example.com/callback"
 URL_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{22,}$")
 
-
-def anonymous() -> dict:
-    """A context that really is anonymous: no user, auth checked."""
-    return {"user": "", "ignore_auth": False}
-
-
-def as_user(user: dict) -> dict:
-    return {"user": user["name"], "ignore_auth": False}
+pytestmark = pytest.mark.usefixtures("webhooks")
 
 
 def create_hook(context=None, **data) -> str:
@@ -37,11 +31,6 @@ def show_hook(hook_id: str) -> dict:
     return helpers.call_action("webhook_show", context=anonymous(), id=hook_id)
 
 
-def hook_count() -> int:
-    model.Session.remove()
-    return model.Session.query(Hook).count()
-
-
 def validation_errors(**data) -> dict:
     """The error_dict of a webhook_create that must be refused."""
     before = hook_count()
@@ -53,7 +42,6 @@ def validation_errors(**data) -> dict:
 
 # --- the seed usage ----------------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 def test_seed_usage_runs_verbatim_with_ckanapi():
     ckan = LocalCKAN(username="")
     hook = ckan.action.webhook_create(topic="dataset/create",
@@ -70,7 +58,6 @@ def test_seed_usage_runs_verbatim_with_ckanapi():
 
 # --- ids and secrets ---------------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 # 50 hooks at one address: more than the cap per address allows
 @pytest.mark.ckan_config("ckanext.webhooks.max_hooks_per_address", "0")
 def test_hook_ids_are_url_safe_long_and_unique():
@@ -82,7 +69,6 @@ def test_hook_ids_are_url_safe_long_and_unique():
     assert len(set(ids)) == 50
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_secret_is_whsec_and_base64_of_32_bytes():
     secrets = {show_hook(create_hook())["secret"] for _ in range(5)}
     assert len(secrets) == 5
@@ -94,7 +80,6 @@ def test_secret_is_whsec_and_base64_of_32_bytes():
 
 # --- webhook_show ------------------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 def test_show_has_the_contract_fields():
     hook_id = create_hook(topic="dataset/update", address=ADDRESS)
     shown = show_hook(hook_id)
@@ -110,7 +95,6 @@ def test_show_has_the_contract_fields():
     assert shown["created"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_show_counts_deliveries(receiver, run_jobs):
     hook_id = create_hook(address=receiver.url("/stats"))
     assert show_hook(hook_id)["deliveries"] == {
@@ -123,7 +107,6 @@ def test_show_counts_deliveries(receiver, run_jobs):
     assert shown["last_success"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_unknown_and_deleted_ids_give_the_same_not_found():
     hook_id = create_hook()
     helpers.call_action("webhook_delete", context=anonymous(), id=hook_id)
@@ -136,7 +119,6 @@ def test_unknown_and_deleted_ids_give_the_same_not_found():
     assert hook_id not in messages[0]
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("action, extra", [
     ("webhook_delete", {}),
     ("webhook_ping", {}),
@@ -152,7 +134,6 @@ def test_every_action_taking_an_id_says_not_found_for_a_deleted_hook(
         helpers.call_action(action, context=anonymous(), id=hook_id, **extra)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_delete_twice_is_not_found():
     hook_id = create_hook()
     helpers.call_action("webhook_delete", context=anonymous(), id=hook_id)
@@ -162,7 +143,6 @@ def test_delete_twice_is_not_found():
 
 # --- validation --------------------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("data, field", [
     ({"address": ADDRESS}, "topic"),
     ({"topic": "dataset/create"}, "address"),
@@ -192,7 +172,6 @@ def test_bad_input_is_a_validation_error_naming_the_field(data, field):
     assert errors[field]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_address_of_exactly_2000_characters_is_accepted():
     address = "http://example.com/"
     address += "a" * (2000 - len(address))
@@ -201,7 +180,6 @@ def test_address_of_exactly_2000_characters_is_accepted():
     assert show_hook(hook_id)["address"] == address
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.allow_private_addresses", "false")
 @pytest.mark.parametrize("address", [
     "http://127.0.0.1/x", "http://localhost:5000/x", "http://10.1.2.3/",
@@ -212,7 +190,6 @@ def test_private_addresses_are_refused_by_default(address):
     assert "address" in errors
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("field", ["dataset", "organization", "group",
                                    "resource"])
 def test_filter_naming_no_entity_is_refused(field):
@@ -221,7 +198,6 @@ def test_filter_naming_no_entity_is_refused(field):
     assert list(errors) == [field]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_filter_on_organization_given_a_group_is_refused_and_vice_versa():
     group = factories.Group()
     org = factories.Organization()
@@ -231,7 +207,6 @@ def test_filter_on_organization_given_a_group_is_refused_and_vice_versa():
         topic="dataset/*", address=ADDRESS, group=org["id"])
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_private_dataset_filter_from_anonymous_is_refused_like_unknown():
     org = factories.Organization()
     private = factories.Dataset(owner_org=org["id"], private=True)
@@ -243,7 +218,6 @@ def test_private_dataset_filter_from_anonymous_is_refused_like_unknown():
         assert hidden == unknown
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_resource_filter_of_private_dataset_from_anonymous_is_refused():
     org = factories.Organization()
     private = factories.Dataset(owner_org=org["id"], private=True)
@@ -255,7 +229,6 @@ def test_resource_filter_of_private_dataset_from_anonymous_is_refused():
     assert hidden == unknown
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_private_dataset_filter_from_a_member_is_accepted():
     user = factories.User()
     org = factories.Organization(
@@ -266,7 +239,6 @@ def test_private_dataset_filter_from_a_member_is_accepted():
     assert show_hook(hook_id)["filters"]["dataset"] == private["id"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_deleted_dataset_filter_is_refused_like_unknown():
     dataset = factories.Dataset()
     helpers.call_action("package_delete", id=dataset["id"])
@@ -276,7 +248,6 @@ def test_deleted_dataset_filter_is_refused_like_unknown():
                              dataset=dataset["id"]) == unknown
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_filters_given_by_name_are_stored_as_ids():
     org = factories.Organization()
     group = factories.Group()
@@ -292,7 +263,6 @@ def test_filters_given_by_name_are_stored_as_ids():
     assert show_hook(hook_id)["filters"]["resource"] == resource["id"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_blank_filters_mean_no_filter():
     hook_id = create_hook(dataset="", organization="  ")
     assert show_hook(hook_id)["filters"]["dataset"] is None
@@ -301,7 +271,6 @@ def test_blank_filters_mean_no_filter():
 
 # --- who may create and list -------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.allow_anonymous", "false")
 def test_anonymous_create_is_refused_when_anonymous_not_allowed():
     before = hook_count()
@@ -312,14 +281,12 @@ def test_anonymous_create_is_refused_when_anonymous_not_allowed():
     assert create_hook(as_user(user))
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_list_refuses_anonymous():
     create_hook()
     with pytest.raises(logic.NotAuthorized):
         helpers.call_action("webhook_list", context=anonymous())
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_list_shows_a_user_only_their_own_hooks():
     alice, bob = factories.User(), factories.User()
     mine = {create_hook(as_user(alice)) for _ in range(2)}
@@ -330,7 +297,6 @@ def test_list_shows_a_user_only_their_own_hooks():
     assert all(h["secret"] for h in listed)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_list_shows_a_sysadmin_every_hook():
     admin, alice = factories.Sysadmin(), factories.User()
     every = {create_hook(as_user(alice)), create_hook(anonymous()),
@@ -339,7 +305,6 @@ def test_list_shows_a_sysadmin_every_hook():
     assert {h["id"] for h in listed} == every
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_list_pages_with_limit_and_offset():
     user = factories.User()
     created = [create_hook(as_user(user)) for _ in range(5)]
@@ -353,7 +318,6 @@ def test_list_pages_with_limit_and_offset():
     assert [h["id"] for h in everything] == seen
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("paging", [{"limit": 0}, {"limit": "many"},
                                     {"offset": -1}])
 def test_list_refuses_bad_paging(paging):
@@ -365,7 +329,7 @@ def test_list_refuses_bad_paging(paging):
 
 # --- through the HTTP API ----------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_api_create_with_json_returns_the_id(app):
     response = app.post("/api/3/action/webhook_create",
                         json={"topic": "dataset/create", "address": ADDRESS})
@@ -380,7 +344,7 @@ def test_api_create_with_json_returns_the_id(app):
     assert shown.json["result"]["address"] == ADDRESS
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 @pytest.mark.parametrize("payload, field", [
     ({"topic": "nope", "address": ADDRESS}, "topic"),
     ({"topic": "dataset/create", "address": "ftp://example.com"}, "address"),
@@ -402,7 +366,7 @@ def test_api_bad_input_is_409_naming_the_field(app, payload, field):
     assert hook_count() == before
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 @pytest.mark.parametrize("action, payload", [
     ("webhook_show", {"id": 123}),
     ("webhook_show", {}),
@@ -413,13 +377,13 @@ def test_api_bad_ids_are_409_not_500(app, action, payload):
     assert response.status_code == 409, response.get_data(as_text=True)
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_api_unknown_id_is_404(app):
     response = app.post("/api/3/action/webhook_show", json={"id": "nope"})
     assert response.status_code == 404
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_api_list_is_403_for_anonymous_and_own_hooks_for_a_token(app):
     response = app.post("/api/3/action/webhook_list", json={})
     assert response.status_code == 403
@@ -440,17 +404,10 @@ def test_api_list_is_403_for_anonymous_and_own_hooks_for_a_token(app):
 
 # --- verification of intent --------------------------------------------------
 
-def _echo_challenge(got):
-    if got.json["type"] != "webhook/verify":
-        return Answer(204)
-    return Answer(200, got.json["data"]["challenge"].encode())
-
-
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_hook_becomes_active_when_receiver_echoes_the_challenge(
         receiver, run_jobs):
-    receiver.always("/verify", _echo_challenge)
+    receiver.always("/verify", echo_challenge)
     hook_id = create_hook(address=receiver.url("/verify"))
     hook = show_hook(hook_id)
     assert hook["status"] == "pending"
@@ -465,7 +422,6 @@ def test_hook_becomes_active_when_receiver_echoes_the_challenge(
     assert show_hook(hook_id)["status"] == "active"
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_hook_becomes_active_when_receiver_answers_challenge_as_json(
         receiver, run_jobs):
@@ -478,10 +434,9 @@ def test_hook_becomes_active_when_receiver_answers_challenge_as_json(
     assert show_hook(hook_id)["status"] == "active"
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_unverified_hook_stays_pending_and_gets_no_events(receiver, run_jobs):
-    receiver.always("/good", _echo_challenge)
+    receiver.always("/good", echo_challenge)
     receiver.always("/wrong", lambda got: Answer(200, b"not the challenge"))
     good = create_hook(address=receiver.url("/good"))
     wrong = create_hook(address=receiver.url("/wrong"))
@@ -501,7 +456,6 @@ def test_unverified_hook_stays_pending_and_gets_no_events(receiver, run_jobs):
     assert show_hook(wrong)["status"] == "pending"
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_hook_not_verified_within_24_hours_is_removed(receiver, run_jobs):
     receiver.always("/silent", lambda got: Answer(200, b"no"))
@@ -519,7 +473,7 @@ def test_hook_not_verified_within_24_hours_is_removed(receiver, run_jobs):
 
 # --- input PostgreSQL cannot store -------------------------------------------
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 @pytest.mark.parametrize("action", [
     "webhook_show", "webhook_delete", "webhook_ping", "webhook_delivery_list",
     "webhook_rotate_secret", "webhook_redeliver"])
@@ -529,7 +483,7 @@ def test_api_id_with_a_nul_character_is_not_a_500(app, action):
     assert response.status_code in (404, 409), response.status_code
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_api_delivery_id_with_a_nul_character_is_not_a_500(app):
     hook_id = create_hook()
     response = app.post("/api/3/action/webhook_redeliver",
@@ -537,7 +491,7 @@ def test_api_delivery_id_with_a_nul_character_is_not_a_500(app):
     assert response.status_code in (404, 409), response.status_code
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 @pytest.mark.parametrize("field", ["dataset", "organization", "group",
                                    "resource"])
 def test_api_filter_with_a_nul_character_is_a_409_naming_it(app, field):

@@ -25,7 +25,7 @@ from ckan.tests import helpers
 
 from ckanext.webhooks.tests.processes import (
     CKAN, free_port, start, stop, write_ini)
-from ckanext.webhooks.tests.receiver import Answer
+from ckanext.webhooks.tests.receiver import Answer, echo_challenge
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=(
         "no {} (apt-get install chromium chromium-driver)".format(CHROMIUM))),
     pytest.mark.skipif(sync_playwright is None, reason=(
@@ -126,13 +127,6 @@ def _shoot(page, path: Path) -> None:
                     clip={"x": 0, "y": 0, "width": width, "height": height})
 
 
-def _answer_the_challenge(got) -> Answer:
-    message = got.json
-    if message["type"] == "webhook/verify":
-        return Answer(200, message["data"]["challenge"].encode())
-    return Answer(204)
-
-
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
@@ -174,7 +168,7 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
                                                     receiver, tmp_path):
     page = browser_page
     shots = _screenshots(tmp_path)
-    receiver.always("/hook", _answer_the_challenge)
+    receiver.always("/hook", echo_challenge)
 
     # the index: the form, filled in as a visitor would
     page.goto(portal + "/webhooks")

@@ -7,9 +7,11 @@ import pytest
 import sqlalchemy as sa
 
 import ckan.model as model
-from ckan.tests import factories, helpers
+from ckan.tests import factories
 
 from ckanext.webhooks import model as webhooks_model
+from ckanext.webhooks.tests.factories import HookFactory
+
 
 def test_new_ids_never_start_with_a_dash(monkeypatch):
     # the first draw starts with "-": it must be drawn again, not used
@@ -26,8 +28,7 @@ def test_ids_keep_their_length_and_alphabet():
 
 def _dash_hook(receiver) -> str:
     """A hook whose id starts with "-", as older hooks may."""
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     dashed = "-X" + hook_id[2:]
     model.Session.execute(sa.text(
         "UPDATE webhooks_hook SET id = :new WHERE id = :old"),

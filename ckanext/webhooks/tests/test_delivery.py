@@ -12,26 +12,15 @@ from standardwebhooks import Webhook, WebhookVerificationError
 import ckan.logic as logic
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-from ckan.tests import factories, helpers
+from ckan.tests import factories
 
 import ckanext.webhooks
 from ckanext.webhooks.model import Hook, utcnow
+from ckanext.webhooks.tests.callers import call
+from ckanext.webhooks.tests.factories import HookFactory
 from ckanext.webhooks.tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("webhooks")
-
-
-def anonymous() -> dict:
-    return {"user": "", "ignore_auth": False}
-
-
-def call(action: str, **data):
-    return helpers.call_action(action, context=anonymous(), **data)
-
-
-def make_hook(receiver, path: str, topic: str = "dataset/create") -> dict:
-    hook_id = call("webhook_create", topic=topic, address=receiver.url(path))
-    return call("webhook_show", id=hook_id)
 
 
 def deliveries_of(hook: dict) -> list[dict]:
@@ -49,7 +38,7 @@ def hook_is_gone(hook: dict) -> bool:
 # --- the request -------------------------------------------------------------
 
 def test_request_is_a_signed_standard_webhooks_post(receiver, run_jobs):
-    hook = make_hook(receiver, "/in")
+    hook = HookFactory(receiver=receiver, path="/in")
     dataset = factories.Dataset(resources=[{"url": "http://example.com/a"},
                                            {"url": "http://example.com/b"}])
     run_jobs()
@@ -89,8 +78,9 @@ def test_request_is_a_signed_standard_webhooks_post(receiver, run_jobs):
 
 
 def test_signature_does_not_verify_with_another_secret(receiver, run_jobs):
-    make_hook(receiver, "/in")
-    other = make_hook(receiver, "/other-hook", topic="dataset/update")
+    HookFactory(receiver=receiver, path="/in")
+    other = HookFactory(receiver=receiver, path="/other-hook",
+                        topic="dataset/update")
     factories.Dataset()
     run_jobs()
     request = receiver.wait_for(1, "/in")[0]
@@ -99,7 +89,7 @@ def test_signature_does_not_verify_with_another_secret(receiver, run_jobs):
 
 
 def test_tampered_body_does_not_verify(receiver, run_jobs):
-    hook = make_hook(receiver, "/in")
+    hook = HookFactory(receiver=receiver, path="/in")
     factories.Dataset()
     run_jobs()
     request = receiver.wait_for(1, "/in")[0]
@@ -113,7 +103,7 @@ def test_tampered_body_does_not_verify(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "")
 def test_redirects_are_not_followed(receiver, run_jobs):
-    hook = make_hook(receiver, "/moved")
+    hook = HookFactory(receiver=receiver, path="/moved")
     receiver.always("/moved", lambda got: Answer(
         302, headers={"Location": receiver.url("/elsewhere")}))
     factories.Dataset()
@@ -129,7 +119,7 @@ def test_redirects_are_not_followed(receiver, run_jobs):
 @pytest.mark.ckan_config("ckanext.webhooks.timeout", "1")
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "")
 def test_slow_receiver_times_out(receiver, run_jobs):
-    hook = make_hook(receiver, "/slow")
+    hook = HookFactory(receiver=receiver, path="/slow")
     receiver.answer("/slow", Answer(204, delay=3))
     factories.Dataset()
     started = time.monotonic()
@@ -145,7 +135,7 @@ def test_slow_receiver_times_out(receiver, run_jobs):
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "")
 def test_unreachable_receiver_fails_with_a_connection_error(receiver,
                                                             run_jobs):
-    hook = make_hook(receiver, "/gone-away")
+    hook = HookFactory(receiver=receiver, path="/gone-away")
     receiver.close()
     factories.Dataset()
     run_jobs()
@@ -159,7 +149,7 @@ def test_unreachable_receiver_fails_with_a_connection_error(receiver,
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
 def test_server_error_is_retried_with_the_same_message_id(receiver, run_jobs):
-    hook = make_hook(receiver, "/flaky")
+    hook = HookFactory(receiver=receiver, path="/flaky")
     receiver.answer("/flaky", Answer(500), Answer(204))
     factories.Dataset()
     run_jobs()
@@ -178,7 +168,7 @@ def test_server_error_is_retried_with_the_same_message_id(receiver, run_jobs):
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
 def test_retries_end_in_failed_when_the_schedule_is_used_up(receiver,
                                                             run_jobs):
-    hook = make_hook(receiver, "/down")
+    hook = HookFactory(receiver=receiver, path="/down")
     receiver.always("/down", lambda got: Answer(503))
     factories.Dataset()
     run_jobs()
@@ -192,7 +182,7 @@ def test_retries_end_in_failed_when_the_schedule_is_used_up(receiver,
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
 def test_too_many_requests_is_retried(receiver, run_jobs):
-    hook = make_hook(receiver, "/busy")
+    hook = HookFactory(receiver=receiver, path="/busy")
     receiver.answer("/busy", Answer(429, headers={"Retry-After": "0"}),
                     Answer(200))
     factories.Dataset()
@@ -205,7 +195,7 @@ def test_too_many_requests_is_retried(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "3600")
 def test_pending_retry_shows_its_next_attempt(receiver, run_jobs):
-    hook = make_hook(receiver, "/later")
+    hook = HookFactory(receiver=receiver, path="/later")
     receiver.answer("/later", Answer(500))
     factories.Dataset()
     run_jobs()
@@ -219,7 +209,7 @@ def test_pending_retry_shows_its_next_attempt(receiver, run_jobs):
 # --- stale hooks -------------------------------------------------------------
 
 def test_gone_deletes_the_hook_at_once(receiver, run_jobs):
-    hook = make_hook(receiver, "/gone")
+    hook = HookFactory(receiver=receiver, path="/gone")
     receiver.answer("/gone", Answer(410))
     factories.Dataset()
     run_jobs()
@@ -232,7 +222,7 @@ def test_gone_deletes_the_hook_at_once(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.max_client_errors", "2")
 def test_consecutive_client_errors_delete_the_hook(receiver, run_jobs):
-    hook = make_hook(receiver, "/stale")
+    hook = HookFactory(receiver=receiver, path="/stale")
     receiver.always("/stale", lambda got: Answer(404))
     factories.Dataset()
     run_jobs()
@@ -245,7 +235,7 @@ def test_consecutive_client_errors_delete_the_hook(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.max_client_errors", "2")
 def test_a_success_resets_the_client_error_count(receiver, run_jobs):
-    hook = make_hook(receiver, "/sometimes")
+    hook = HookFactory(receiver=receiver, path="/sometimes")
     receiver.answer("/sometimes", Answer(404), Answer(204), Answer(404),
                     Answer(404))
     for expected_gone in (False, False, False, True):
@@ -258,7 +248,7 @@ def test_a_success_resets_the_client_error_count(receiver, run_jobs):
 # --- ping, rotation, delivery log, redelivery --------------------------------
 
 def test_ping_delivers_webhook_ping_with_empty_data(receiver, run_jobs):
-    hook = make_hook(receiver, "/ping")
+    hook = HookFactory(receiver=receiver, path="/ping")
     message_id = call("webhook_ping", id=hook["id"])
     run_jobs()
     [request] = receiver.wait_for(1, "/ping")
@@ -277,7 +267,7 @@ def _single(headers: dict, signature: str) -> dict:
 
 
 def test_rotated_secret_signs_beside_the_old_one(receiver, run_jobs):
-    hook = make_hook(receiver, "/rotate")
+    hook = HookFactory(receiver=receiver, path="/rotate")
     old = hook["secret"]
     new = call("webhook_rotate_secret", id=hook["id"])
     assert new != old
@@ -305,7 +295,7 @@ def test_rotated_secret_signs_beside_the_old_one(receiver, run_jobs):
 
 
 def test_delivery_list_is_newest_first_with_its_fields(receiver, run_jobs):
-    hook = make_hook(receiver, "/log", topic="dataset/*")
+    hook = HookFactory(receiver=receiver, path="/log", topic="dataset/*")
     receiver.answer("/log", Answer(204), Answer(404))
     first = call("webhook_ping", id=hook["id"])
     run_jobs()
@@ -332,7 +322,7 @@ def test_delivery_list_is_newest_first_with_its_fields(receiver, run_jobs):
 
 
 def test_redeliver_sends_the_same_message_again(receiver, run_jobs):
-    hook = make_hook(receiver, "/again")
+    hook = HookFactory(receiver=receiver, path="/again")
     receiver.answer("/again", Answer(404), Answer(204))
     factories.Dataset()
     run_jobs()
@@ -351,8 +341,8 @@ def test_redeliver_sends_the_same_message_again(receiver, run_jobs):
 
 
 def test_redeliver_of_another_hooks_message_is_not_found(receiver, run_jobs):
-    mine = make_hook(receiver, "/mine")
-    theirs = make_hook(receiver, "/theirs")
+    mine = HookFactory(receiver=receiver, path="/mine")
+    theirs = HookFactory(receiver=receiver, path="/theirs")
     message_id = call("webhook_ping", id=theirs["id"])
     run_jobs()
     with pytest.raises(logic.NotFound):
@@ -360,7 +350,7 @@ def test_redeliver_of_another_hooks_message_is_not_found(receiver, run_jobs):
 
 
 def test_old_secret_stops_signing_when_the_overlap_ends(receiver, run_jobs):
-    hook = make_hook(receiver, "/rotated")
+    hook = HookFactory(receiver=receiver, path="/rotated")
     old = hook["secret"]
     new = call("webhook_rotate_secret", id=hook["id"])
     row = model.Session.get(Hook, hook["id"])
@@ -378,7 +368,7 @@ def test_old_secret_stops_signing_when_the_overlap_ends(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
 def test_retry_after_is_honoured(receiver, run_jobs):
-    hook = make_hook(receiver, "/wait")
+    hook = HookFactory(receiver=receiver, path="/wait")
     receiver.answer("/wait", Answer(503, headers={"Retry-After": "3600"}))
     factories.Dataset()
     run_jobs()
@@ -393,7 +383,7 @@ def test_retry_after_is_honoured(receiver, run_jobs):
 
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "0 0")
 def test_a_redirect_is_not_retried(receiver, run_jobs):
-    hook = make_hook(receiver, "/moved-for-good")
+    hook = HookFactory(receiver=receiver, path="/moved-for-good")
     receiver.always("/moved-for-good", lambda got: Answer(
         301, headers={"Location": "http://example.com/"}))
     factories.Dataset()
@@ -465,8 +455,7 @@ def test_timeout_bounds_the_whole_attempt_even_for_a_trickling_receiver(
         run_jobs):
     server = TricklingServer(interval=0.2, total=4)
     try:
-        hook_id = call("webhook_create", topic="dataset/create",
-                       address=server.url())
+        hook_id = HookFactory(address=server.url())["id"]
         factories.Dataset()
         run_jobs()
         [held] = server.wait_done(1, timeout=5)

@@ -28,9 +28,9 @@ from ckanext.webhooks.tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("make") is None or not (ROOT / "Makefile").exists(),
-    reason="needs make and the repository's Makefile")
+    reason="needs make and the repository's Makefile")]
 
 
 def _terminal_default_signals() -> None:

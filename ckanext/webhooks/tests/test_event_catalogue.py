@@ -22,6 +22,7 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks import helpers as page_helpers
 from ckanext.webhooks.logic import schema
+from ckanext.webhooks.tests.factories import HookFactory
 
 DOC = pathlib.Path(__file__).resolve().parents[3] / "docs" / "events.rst"
 SITE_URL = "https://data.example.org"
@@ -66,12 +67,8 @@ def _every_type(receiver, run_jobs) -> dict[str, dict]:
     paths = {}
     for prefix in ("dataset", "resource", "organization", "group"):
         paths[prefix] = "/" + prefix
-        helpers.call_action("webhook_create", context={"user": ""},
-                            topic=prefix + "/*",
-                            address=receiver.url(paths[prefix]))
-    ping_hook = helpers.call_action("webhook_create", context={"user": ""},
-                                    topic="dataset/create",
-                                    address=receiver.url("/ping"))
+        HookFactory(receiver=receiver, path=paths[prefix], topic=prefix + "/*")
+    ping_hook = HookFactory(receiver=receiver, path="/ping")["id"]
 
     org = factories.Organization(
         name="environment-agency", title="Environment Agency",
@@ -128,9 +125,7 @@ def _every_type(receiver, run_jobs) -> dict[str, dict]:
 
 
 def _verify_body(receiver, run_jobs) -> dict:
-    helpers.call_action("webhook_create", context={"user": ""},
-                        topic="dataset/create",
-                        address=receiver.url("/verify"))
+    HookFactory(receiver=receiver, path="/verify")
     run_jobs()
     [request] = receiver.wait_for(1, "/verify")
     return request.json

@@ -5,14 +5,14 @@ import ckan.model as model
 from ckan.tests import factories, helpers
 
 from ckanext.webhooks.model import Message, Event
+from ckanext.webhooks.tests.callers import anonymous
+from ckanext.webhooks.tests.factories import HookFactory
 
 TOPICS = ("dataset/create", "dataset/update", "dataset/delete",
           "resource/create", "resource/update", "resource/delete",
           "dataset/*", "resource/*")
 
-
-def anonymous() -> dict:
-    return {"user": "", "ignore_auth": False}
+pytestmark = pytest.mark.usefixtures("webhooks")
 
 
 @pytest.fixture
@@ -21,11 +21,9 @@ def hooks(webhooks, receiver):
     made = {}
     for topic in TOPICS:
         path = "/" + topic.replace("/", "-").replace("*", "all")
-        hook_id = helpers.call_action("webhook_create", context=anonymous(),
-                                      topic=topic, address=receiver.url(path))
-        secret = helpers.call_action("webhook_show", context=anonymous(),
-                                     id=hook_id)["secret"]
-        made[topic] = {"id": hook_id, "path": path, "secret": secret}
+        hook = HookFactory(receiver=receiver, path=path, topic=topic)
+        made[topic] = {"id": hook["id"], "path": path,
+                       "secret": hook["secret"]}
     return made
 
 
@@ -250,7 +248,6 @@ def test_rolled_back_change_leaves_no_event_and_no_delivery(
         Event.entity_id != deliveries.marker_id).count() == 0
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_committed_change_leaves_an_event_row_before_any_worker_runs():
     dataset = factories.Dataset()
     model.Session.remove()
@@ -323,21 +320,15 @@ def test_dataset_made_private_is_not_delivered_to_an_anonymous_hook(
     assert got["dataset/*"] == [("dataset/create", dataset["id"])]
 
 
-def _user_hook(receiver, user, path, topic="dataset/*"):
-    hook_id = helpers.call_action(
-        "webhook_create", context={"user": user["name"], "ignore_auth": False},
-        topic=topic, address=receiver.url(path))
-    return hook_id, helpers.call_action("webhook_show", id=hook_id)["secret"]
-
-
-@pytest.mark.usefixtures("webhooks")
 def test_private_dataset_reaches_its_member_and_not_an_outsider(
         receiver, run_jobs):
     member, outsider = factories.User(), factories.User()
     org = factories.Organization(
         users=[{"name": member["name"], "capacity": "member"}])
-    _, member_secret = _user_hook(receiver, member, "/member")
-    _, outsider_secret = _user_hook(receiver, outsider, "/outsider")
+    member_secret = HookFactory(receiver=receiver, path="/member",
+                                user=member, topic="dataset/*")["secret"]
+    outsider_secret = HookFactory(receiver=receiver, path="/outsider",
+                                  user=outsider, topic="dataset/*")["secret"]
     private = factories.Dataset(owner_org=org["id"], private=True)
     marker = factories.Dataset()
     run_jobs()
@@ -349,13 +340,13 @@ def test_private_dataset_reaches_its_member_and_not_an_outsider(
         marker["id"]]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_private_dataset_is_not_delivered_to_a_member_removed_before_delivery(
         receiver, run_jobs):
     member = factories.User()
     org = factories.Organization(
         users=[{"name": member["name"], "capacity": "member"}])
-    _, secret = _user_hook(receiver, member, "/member")
+    secret = HookFactory(receiver=receiver, path="/member", user=member,
+                         topic="dataset/*")["secret"]
     private = factories.Dataset(owner_org=org["id"], private=True)
     site_user = helpers.call_action("get_site_user")["name"]
     helpers.call_action("organization_member_delete",
@@ -399,13 +390,6 @@ def test_every_kind_of_dataset_edit_fires_dataset_update(
 
 # --- filters -----------------------------------------------------------------
 
-def _filtered_hook(receiver, path, topic, **filters):
-    hook_id = helpers.call_action(
-        "webhook_create", context=anonymous(), topic=topic,
-        address=receiver.url(path), **filters)
-    return helpers.call_action("webhook_show", id=hook_id)["secret"]
-
-
 def _received(receiver, path, secret):
     return [(p["type"], p["data"]["id"]) for p in
             (r.verify(secret) for r in receiver.on(path))]
@@ -418,15 +402,14 @@ def _marker_last(receiver, path, secret, count):
     return _received(receiver, path, secret)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_dataset_filter_matches_the_dataset_and_its_resources(
         receiver, run_jobs):
     target, other = factories.Dataset(), factories.Dataset()
     run_jobs()  # their creation is older than the hooks
-    datasets = _filtered_hook(receiver, "/d", "dataset/*",
-                              dataset=target["name"])
-    resources = _filtered_hook(receiver, "/r", "resource/*",
-                               dataset=target["id"])
+    datasets = HookFactory(receiver=receiver, path="/d", topic="dataset/*",
+                           dataset=target["name"])["secret"]
+    resources = HookFactory(receiver=receiver, path="/r", topic="resource/*",
+                            dataset=target["id"])["secret"]
     helpers.call_action("package_patch", id=other["id"], title="Other")
     factories.Resource(package_id=other["id"])
     mine = factories.Resource(package_id=target["id"])
@@ -438,14 +421,13 @@ def test_dataset_filter_matches_the_dataset_and_its_resources(
         ("resource/create", mine["id"])]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_organization_filter_matches_its_datasets_and_their_resources(
         receiver, run_jobs):
     org, other_org = factories.Organization(), factories.Organization()
-    datasets = _filtered_hook(receiver, "/d", "dataset/*",
-                              organization=org["name"])
-    resources = _filtered_hook(receiver, "/r", "resource/*",
-                               organization=org["id"])
+    datasets = HookFactory(receiver=receiver, path="/d", topic="dataset/*",
+                           organization=org["name"])["secret"]
+    resources = HookFactory(receiver=receiver, path="/r", topic="resource/*",
+                            organization=org["id"])["secret"]
     factories.Dataset(owner_org=other_org["id"],
                       resources=[{"url": "http://example.com/x"}])
     outside = factories.Dataset()
@@ -460,10 +442,10 @@ def test_organization_filter_matches_its_datasets_and_their_resources(
         ("resource/create", resource["id"])]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_group_filter_matches_its_datasets(receiver, run_jobs):
     group = factories.Group()
-    secret = _filtered_hook(receiver, "/g", "dataset/*", group=group["name"])
+    secret = HookFactory(receiver=receiver, path="/g", topic="dataset/*",
+                         group=group["name"])["secret"]
     factories.Dataset()
     member = factories.Dataset(groups=[{"id": group["id"]}])
     helpers.call_action("package_patch", id=member["id"], title="Marker")
@@ -472,14 +454,13 @@ def test_group_filter_matches_its_datasets(receiver, run_jobs):
         ("dataset/create", member["id"]), ("dataset/update", member["id"])]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_resource_filter_matches_only_that_resource(receiver, run_jobs):
     dataset = factories.Dataset(resources=[{"url": "http://example.com/a"},
                                            {"url": "http://example.com/b"}])
     mine, sibling = dataset["resources"]
     run_jobs()
-    secret = _filtered_hook(receiver, "/r", "resource/*",
-                            resource=mine["id"])
+    secret = HookFactory(receiver=receiver, path="/r", topic="resource/*",
+                         resource=mine["id"])["secret"]
     helpers.call_action("resource_patch", id=sibling["id"], name="sibling")
     helpers.call_action("package_patch", id=dataset["id"], title="Changed")
     helpers.call_action("resource_patch", id=mine["id"], name="Marker")
@@ -490,14 +471,6 @@ def test_resource_filter_matches_only_that_resource(receiver, run_jobs):
 
 # --- changes ------------------------------------------------------------
 
-def _hook(receiver, path, topic, context=None, **filters):
-    """A hook on ``path``; its secret."""
-    hook_id = helpers.call_action(
-        "webhook_create", context=context or anonymous(), topic=topic,
-        address=receiver.url(path), **filters)
-    return helpers.call_action("webhook_show", id=hook_id)["secret"]
-
-
 def _bodies(receiver, path, secret, count):
     """The first ``count`` bodies on ``path``, signatures checked."""
     got = receiver.wait_for(count, path)
@@ -505,12 +478,12 @@ def _bodies(receiver, path, secret, count):
     return [r.verify(secret) for r in got]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_dataset_update_says_what_changed_and_the_values_before(
         receiver, run_jobs):
     dataset = factories.Dataset(title="Old title", notes="Old notes",
                                 version="1.0")
-    secret = _hook(receiver, "/u", "dataset/update")
+    secret = HookFactory(receiver=receiver, path="/u",
+                         topic="dataset/update")["secret"]
     helpers.call_action("package_patch", id=dataset["id"],
                         title="New title", notes="New notes")
     run_jobs()
@@ -527,7 +500,6 @@ def test_dataset_update_says_what_changed_and_the_values_before(
     assert event.changes == {"title": "Old title", "notes": "Old notes"}
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_tags_extras_and_groups_changes_are_the_lists_package_show_gave(
         receiver, run_jobs):
     first, second = factories.Group(), factories.Group()
@@ -537,7 +509,8 @@ def test_tags_extras_and_groups_changes_are_the_lists_package_show_gave(
                 {"key": "shape", "value": "round"}],
         groups=[{"id": first["id"]}])
     shown = helpers.call_action("package_show", id=dataset["id"])
-    secret = _hook(receiver, "/u", "dataset/update")
+    secret = HookFactory(receiver=receiver, path="/u",
+                         topic="dataset/update")["secret"]
     editor = factories.Sysadmin()  # may use any group
     helpers.call_action(
         "package_patch", context={"user": editor["name"]}, id=dataset["id"],
@@ -558,12 +531,12 @@ def test_tags_extras_and_groups_changes_are_the_lists_package_show_gave(
     assert [t["name"] for t in body["data"]["tags"]] == ["alpha", "gamma"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_adding_a_dataset_to_a_group_lists_the_groups_before(
         receiver, run_jobs):
     group = factories.Group()
     dataset = factories.Dataset()
-    secret = _hook(receiver, "/u", "dataset/update")
+    secret = HookFactory(receiver=receiver, path="/u",
+                         topic="dataset/update")["secret"]
     helpers.call_action("member_create", id=group["id"],
                         object=dataset["id"], object_type="package",
                         capacity="public")
@@ -573,14 +546,14 @@ def test_adding_a_dataset_to_a_group_lists_the_groups_before(
     assert [g["id"] for g in body["data"]["groups"]] == [group["id"]]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_resource_update_says_what_changed_and_the_values_before(
         receiver, run_jobs):
     dataset = factories.Dataset(resources=[
         {"url": "http://example.com/a", "name": "first", "colour": "red"},
         {"url": "http://example.com/b", "name": "second"}])
     resource = dataset["resources"][0]
-    secret = _hook(receiver, "/r", "resource/update")
+    secret = HookFactory(receiver=receiver, path="/r",
+                         topic="resource/update")["secret"]
     helpers.call_action("resource_patch", id=resource["id"],
                         url="http://example.com/moved", colour="blue",
                         size_class="L")
@@ -594,11 +567,11 @@ def test_resource_update_says_what_changed_and_the_values_before(
                                "size_class": {"from": None}}
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_a_field_changed_and_changed_back_in_one_transaction_is_no_change(
         receiver, run_jobs):
     dataset = factories.Dataset(title="Kept", notes="Old notes")
-    secret = _hook(receiver, "/u", "dataset/update")
+    secret = HookFactory(receiver=receiver, path="/u",
+                         topic="dataset/update")["secret"]
     model.Session.remove()
     # one transaction, two flushes (as a plugin writing through the ORM)
     pkg = model.Package.get(dataset["id"])
@@ -639,11 +612,11 @@ GROUP_KINDS = {
 }
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("kind", ["organization", "group"])
 def test_organization_and_group_events(receiver, run_jobs, kind):
     make, patch, delete, _, show = GROUP_KINDS[kind]
-    secrets = {topic: _hook(receiver, "/" + topic, kind + "/" + topic)
+    secrets = {topic: HookFactory(receiver=receiver, path="/" + topic,
+                                  topic=kind + "/" + topic)["secret"]
                for topic in ("create", "update", "delete", "*")}
     entity = make()
     helpers.call_action(patch, id=entity["id"], title="Renamed")
@@ -671,10 +644,10 @@ def test_organization_and_group_events(receiver, run_jobs, kind):
         "state": "deleted"}
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_organization_created_and_deleted_before_delivery_yields_both(
         receiver, run_jobs):
-    secret = _hook(receiver, "/o", "organization/*")
+    secret = HookFactory(receiver=receiver, path="/o",
+                         topic="organization/*")["secret"]
     org = factories.Organization()
     helpers.call_action("organization_delete", id=org["id"])
     run_jobs()
@@ -686,12 +659,12 @@ def test_organization_created_and_deleted_before_delivery_yields_both(
                 body["data"]["state"]) == (org["id"], org["name"], "deleted")
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.parametrize("kind", ["organization", "group"])
 def test_purging_an_organization_or_group_fires_its_delete(
         receiver, run_jobs, kind):
     make, _, delete, purge, _ = GROUP_KINDS[kind]
-    secret = _hook(receiver, "/d", kind + "/delete")
+    secret = HookFactory(receiver=receiver, path="/d",
+                         topic=kind + "/delete")["secret"]
     purged, deleted_first = make(), make()
     helpers.call_action(purge, id=purged["id"])
     helpers.call_action(delete, id=deleted_first["id"])
@@ -705,11 +678,11 @@ def test_purging_an_organization_or_group_fires_its_delete(
     assert by_id[purged["id"]]["data"]["name"] == purged["name"]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_memberships_are_not_organization_or_group_updates(
         receiver, run_jobs):
     org, group = factories.Organization(), factories.Group()
-    secrets = {kind: _hook(receiver, "/" + kind, kind + "/update")
+    secrets = {kind: HookFactory(receiver=receiver, path="/" + kind,
+                                 topic=kind + "/update")["secret"]
                for kind in ("organization", "group")}
     user = factories.User()
     helpers.call_action("organization_member_create", id=org["id"],
@@ -726,11 +699,11 @@ def test_memberships_are_not_organization_or_group_updates(
         assert body["data"]["title"] == "Marker"
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_organization_extras_edit_is_an_organization_update(
         receiver, run_jobs):
     org = factories.Organization(extras=[{"key": "colour", "value": "red"}])
-    secret = _hook(receiver, "/o", "organization/update")
+    secret = HookFactory(receiver=receiver, path="/o",
+                         topic="organization/update")["secret"]
     helpers.call_action("organization_patch", id=org["id"],
                         extras=[{"key": "colour", "value": "blue"}])
     run_jobs()
@@ -749,7 +722,6 @@ def test_dataset_and_resource_hooks_get_no_organization_or_group_events(
     assert deliveries.settle(run_jobs) == expect()
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_organization_and_group_events_record_their_own_entity(run_jobs):
     org, group = factories.Organization(), factories.Group()
     model.Session.remove()
@@ -765,7 +737,6 @@ def test_organization_and_group_events_record_their_own_entity(run_jobs):
                                         [group["id"]], False)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_filters_on_organization_and_group_events(receiver, run_jobs):
     org, other_org = factories.Organization(), factories.Organization()
     group, other_group = factories.Group(), factories.Group()
@@ -785,7 +756,8 @@ def test_filters_on_organization_and_group_events(receiver, run_jobs):
         # a group filter on datasets still matches the group's datasets
         "group-datasets": ("dataset/*", {"group": group["id"]}),
     }
-    secrets = {name: _hook(receiver, "/" + name, topic, **filters)
+    secrets = {name: HookFactory(receiver=receiver, path="/" + name,
+                                 topic=topic, **filters)["secret"]
                for name, (topic, filters) in hooks.items()}
     for action, entity in (("organization_patch", other_org),
                            ("organization_patch", org),
@@ -807,11 +779,11 @@ def test_filters_on_organization_and_group_events(receiver, run_jobs):
         assert receiver.on("/" + name) == [], name
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_deleting_a_group_is_an_update_of_its_datasets(receiver, run_jobs):
     group = factories.Group()
     dataset = factories.Dataset(groups=[{"id": group["id"]}])
-    secret = _hook(receiver, "/u", "dataset/update")
+    secret = HookFactory(receiver=receiver, path="/u",
+                         topic="dataset/update")["secret"]
     helpers.call_action("group_delete", id=group["id"])
     run_jobs()
     [body] = _bodies(receiver, "/u", secret, 1)

@@ -6,7 +6,11 @@ import pytest
 
 from ckan.tests import factories, helpers
 
+from ckanext.webhooks.tests.factories import HookFactory
+
 ACTION = "/api/3/action/"
+
+pytestmark = pytest.mark.usefixtures("webhooks")
 
 
 def _cache_control(response) -> set[str]:
@@ -30,13 +34,12 @@ def _assert_not_framed(response):
 
 @pytest.fixture
 def hook_id(receiver):
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     helpers.call_action("webhook_ping", id=hook_id)
     return hook_id
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 @pytest.mark.parametrize("action", [
     "webhook_show", "webhook_delivery_list"])
 def test_get_of_a_hook_is_never_stored(app, hook_id, action):
@@ -45,7 +48,7 @@ def test_get_of_a_hook_is_never_stored(app, hook_id, action):
     _assert_not_stored(response)
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_every_webhook_action_answer_is_never_stored(app, hook_id):
     answers = [
         app.get("/api/action/webhook_show", query_string={"id": hook_id}),
@@ -63,7 +66,7 @@ def test_every_webhook_action_answer_is_never_stored(app, hook_id):
         _assert_not_stored(answer)
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_a_users_list_of_hooks_is_never_stored(app, hook_id):
     user = factories.UserWithToken()
     response = app.get(ACTION + "webhook_list",
@@ -72,7 +75,6 @@ def test_a_users_list_of_hooks_is_never_stored(app, hook_id):
     _assert_not_stored(response)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_other_actions_keep_ckans_caching(app):
     response = app.get(ACTION + "status_show")
     assert response.status_code == 200
@@ -80,7 +82,7 @@ def test_other_actions_keep_ckans_caching(app):
     assert "X-Frame-Options" not in response.headers
 
 
-@pytest.mark.usefixtures("webhooks", "forget_creation_rates")
+@pytest.mark.usefixtures("forget_creation_rates")
 def test_pages_are_never_stored_nor_framed(app, hook_id):
     pages = [
         app.get("/webhooks"),
@@ -94,7 +96,6 @@ def test_pages_are_never_stored_nor_framed(app, hook_id):
         _assert_not_framed(page)
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_other_pages_are_not_changed(app):
     response = app.get("/dataset/")
     assert response.status_code == 200

@@ -18,7 +18,7 @@ from ckan.tests import factories, helpers
 from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Answer
 
-pytestmark = pytest.mark.usefixtures("webhooks")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("webhooks")]
 
 
 class Hostile:

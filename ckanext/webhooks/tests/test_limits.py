@@ -13,13 +13,9 @@ from ckan.tests import factories, helpers
 from ckanext.webhooks import limits
 from ckanext.webhooks.addresses import normalized
 from ckanext.webhooks.model import Hook
+from ckanext.webhooks.tests.factories import hook_count
 
 CREATE = "/api/3/action/webhook_create"
-
-
-def _hook_count() -> int:
-    model.Session.remove()
-    return model.Session.query(Hook).count()
 
 
 # --- the cap counts a normalized address -------------------------------------
@@ -83,7 +79,7 @@ def test_each_spelling_of_an_address_counts_against_its_cap(first, spelling):
         helpers.call_action("webhook_create", topic="dataset/create",
                             address=spelling)
     assert "maximum" in e.value.error_dict["address"][0]
-    assert _hook_count() == 1
+    assert hook_count() == 1
 
 
 @pytest.mark.usefixtures("webhooks")
@@ -92,7 +88,7 @@ def test_different_addresses_have_caps_of_their_own():
     for address in DIFFERENT_ADDRESSES:
         helpers.call_action("webhook_create", topic="dataset/create",
                             address=address)
-    assert _hook_count() == len(DIFFERENT_ADDRESSES)
+    assert hook_count() == len(DIFFERENT_ADDRESSES)
 
 
 @pytest.mark.usefixtures("webhooks")

@@ -16,24 +16,11 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks.pipeline import matching, sweep as sweeping
 from ckanext.webhooks.model import Attempt, Message, Event, Hook, utcnow
-from ckanext.webhooks.tests.receiver import Answer
+from ckanext.webhooks.tests.callers import as_user, call
+from ckanext.webhooks.tests.factories import ADDRESS
+from ckanext.webhooks.tests.receiver import Answer, echo_challenge
 
 pytestmark = pytest.mark.usefixtures("webhooks")
-
-ADDRESS = "http://example.com/callback"
-
-
-def anonymous() -> dict:
-    return {"user": "", "ignore_auth": False}
-
-
-def as_user(user: dict) -> dict:
-    return {"user": user["name"], "ignore_auth": False}
-
-
-def call(action: str, context=None, **data):
-    return helpers.call_action(action, context=context or anonymous(),
-                               **data)
 
 
 def create(address: str = ADDRESS, context=None, **data) -> str:
@@ -55,12 +42,6 @@ def refused(action: str, context=None, **data) -> dict:
 
 def types_at(receiver, path: str) -> list[str]:
     return [r.json["type"] for r in receiver.on(path)]
-
-
-def echo_challenge(got):
-    if got.json["type"] != "webhook/verify":
-        return Answer(204)
-    return Answer(200, got.json["data"]["challenge"].encode())
 
 
 def age_last_challenge(hook_id: str, minutes: float) -> None:

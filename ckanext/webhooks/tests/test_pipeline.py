@@ -13,6 +13,7 @@ from ckan.tests import factories, helpers
 
 from ckanext.webhooks.model import Message, Hook
 from ckanext.webhooks.pipeline import engine
+from ckanext.webhooks.tests.factories import HookFactory
 from ckanext.webhooks.tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("webhooks")
@@ -37,8 +38,7 @@ def test_a_retry_is_not_sent_once_the_owner_may_no_longer_see_it(
     org = factories.Organization()
     dataset = factories.Dataset(owner_org=org["id"])
     receiver.answer("/hook", Answer(503))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/update",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver, topic="dataset/update")["id"]
     helpers.call_action("package_patch", id=dataset["id"],
                         notes="public notes")
     run_jobs()
@@ -56,8 +56,7 @@ def test_a_redelivery_is_not_sent_once_the_owner_may_no_longer_see_it(
         receiver, run_jobs):
     org = factories.Organization()
     dataset = factories.Dataset(owner_org=org["id"])
-    hook_id = helpers.call_action("webhook_create", topic="dataset/update",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver, topic="dataset/update")["id"]
     helpers.call_action("package_patch", id=dataset["id"], notes="public")
     run_jobs()
     [row] = helpers.call_action("webhook_delivery_list", id=hook_id)
@@ -83,10 +82,8 @@ def test_many_events_in_one_claim_each_owner_gets_what_they_may_see(
         "outsider": outsider["name"], "sysadmin": sysadmin["name"]}
     for owner, user in owners.items():
         for n in range(2):  # two hooks each
-            helpers.call_action(
-                "webhook_create", context={"user": user, "ignore_auth": False},
-                topic="dataset/create",
-                address=receiver.url("/{}/{}".format(owner, n)))
+            HookFactory(receiver=receiver, path="/{}/{}".format(owner, n),
+                        user=user)
     public = [factories.Dataset(owner_org=org["id"]) for _ in range(10)]
     private = [factories.Dataset(owner_org=org["id"], private=True)
                for _ in range(10)]
@@ -120,8 +117,7 @@ def test_many_events_in_one_claim_each_owner_gets_what_they_may_see(
 def test_a_receiver_that_keeps_failing_waits_for_its_retry_slot(
         receiver, run_jobs):
     receiver.always("/down", lambda got: Answer(503))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url("/down"))
+    hook_id = HookFactory(receiver=receiver, path="/down")["id"]
     for _ in range(6):
         factories.Dataset()
     run_jobs()
@@ -154,8 +150,7 @@ def test_a_receiver_that_keeps_failing_waits_for_its_retry_slot(
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_the_challenge_is_attempted_three_times_at_most(receiver, run_jobs):
     receiver.always("/hook", lambda got: Answer(500))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     for _ in range(5):
         run_jobs()
         _due_now(hook_id)
@@ -181,8 +176,7 @@ def test_the_challenge_is_attempted_three_times_at_most(receiver, run_jobs):
 def test_pings_get_two_quick_retries_not_the_event_schedule(
         receiver, run_jobs):
     receiver.always("/hook", lambda got: Answer(500))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     [row] = _rows(hook_id)
@@ -214,9 +208,8 @@ def test_another_protocols_banner_is_never_stored(run_jobs):
             conn.close()
     threading.Thread(target=serve, daemon=True).start()
     try:
-        hook_id = helpers.call_action(
-            "webhook_create", topic="dataset/create",
-            address="http://127.0.0.1:{}/".format(server.getsockname()[1]))
+        hook_id = HookFactory(address="http://127.0.0.1:{}/".format(
+            server.getsockname()[1]))["id"]
         factories.Dataset()
         run_jobs()
     finally:

@@ -17,23 +17,22 @@ import pytest
 
 from ckan.lib import jobs as ckan_jobs
 import ckan.plugins.toolkit as tk
-from ckan.tests import factories, helpers
+from ckan.tests import factories
 
 from ckanext.webhooks.tests import processes
-from ckanext.webhooks.tests.test_reliability import (  # noqa: F401 fixture
-    own_redis, _worker_options)
+from ckanext.webhooks.tests.factories import HookFactory
 
 ACTION_RUNNER = os.path.join(os.path.dirname(__file__), "action_runner.py")
 
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("webhooks")]
 
-@pytest.mark.usefixtures("webhooks")
+
 def test_queue_and_deliveries_resume_within_5s_after_a_long_redis_outage(
         own_redis, workers, receiver):
     """RQ alone would wait up to 60 s between attempts to reach Redis (1,
     2, 4, 8 ... s); the worker tries every second."""
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
-    worker = workers(**_worker_options(own_redis.url))
+    HookFactory(receiver=receiver)
+    worker = workers(**processes.worker_options(own_redis.url))
     processes.wait_until_listening(worker)
 
     own_redis.stop()
@@ -82,7 +81,6 @@ def _actions(ini, *calls):
             if line.startswith("{")]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_delivery_resumes_within_10s_after_postgresql_restarts(
         request, tmp_path, own_postgres, own_redis, receiver):
     """The worker's engine and listener lose their connections; an event
@@ -90,7 +88,7 @@ def test_delivery_resumes_within_10s_after_postgresql_restarts(
     committed after the restart within 10 s. The worker lives on."""
     test_ini = os.path.abspath(request.config.getoption("ckan_ini"))
     ini = processes.write_ini(
-        test_ini, tmp_path / "private.ini", **_worker_options(
+        test_ini, tmp_path / "private.ini", **processes.worker_options(
             own_redis.url, **{"sqlalchemy.url": own_postgres.url}))
     for args in (["db", "init"], ["db", "upgrade", "-p", "webhooks"]):
         subprocess.run([processes.CKAN, "-c", str(ini), *args], check=True,

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import datetime
 import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
 import ckan.model as model
-import ckan.lib.redis as ckan_redis
 from ckan.lib import jobs as ckan_jobs
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
@@ -23,76 +20,17 @@ from ckanext.webhooks import jobs
 from ckanext.webhooks.pipeline import sweep as sweeping
 from ckanext.webhooks.model import Message, Event, Hook
 from ckanext.webhooks.tests import processes
+from ckanext.webhooks.tests.factories import HookFactory
 from ckanext.webhooks.tests.receiver import Answer
 
+pytestmark = pytest.mark.usefixtures("webhooks")
 
 
-class OwnRedis:
-    """A Redis server of this test's own, which it may stop and start."""
-
-    def __init__(self, tmp_path):
-        self.port = processes.free_port()
-        self.dir = tmp_path
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return "redis://127.0.0.1:{}/0".format(self.port)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """Point this process (and workers started with ``redis``) at it."""
-    server = OwnRedis(tmp_path)
-    server.start()
-    saved = tk.config.get("ckan.redis.url")
-    tk.config["ckan.redis.url"] = server.url
-    _forget_redis_connections()
-    yield server
-    server.stop()
-    tk.config["ckan.redis.url"] = saved
-    _forget_redis_connections()
-
-
-def _forget_redis_connections():
-    ckan_redis._connection_pool = None
-    ckan_jobs._queues.clear()  # CKAN caches queues with their connection
-
-
-def _worker_options(redis_url=None, **extra):
-    options = {"ckanext.webhooks.sweep_interval": 1,
-               "ckanext.webhooks.timeout": 2}
-    if redis_url:
-        options["ckan.redis.url"] = redis_url
-    options.update(extra)
-    return options
-
-
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_events_are_delivered_as_they_commit(own_redis, workers, receiver):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
-    processes.wait_until_listening(workers(**_worker_options(own_redis.url)))
+    HookFactory(receiver=receiver)
+    processes.wait_until_listening(
+        workers(**processes.worker_options(own_redis.url)))
     started = time.monotonic()
     dataset = factories.Dataset()
     got = receiver.wait_for(1, timeout=20)
@@ -101,13 +39,12 @@ def test_events_are_delivered_as_they_commit(own_redis, workers, receiver):
     assert time.monotonic() - started < 1.0
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", ["group", "pid"])
 def test_another_worker_delivers_when_one_is_killed(own_redis, workers,
                                                     receiver, kill):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
-    options = _worker_options(own_redis.url)
+    HookFactory(receiver=receiver)
+    options = processes.worker_options(own_redis.url)
     first, second = workers(**options), workers(**options)
     processes.wait_until_listening(first, second)
     if kill == "group":  # as systemd would stop the service
@@ -120,20 +57,18 @@ def test_another_worker_delivers_when_one_is_killed(own_redis, workers,
     assert [r.json["data"]["id"] for r in got] == [dataset["id"]]
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_deliveries_go_on_while_redis_is_down(own_redis, workers, receiver):
     """Delivery needs only PostgreSQL: the worker finds its work there."""
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
-    worker = workers(**_worker_options(own_redis.url))
+    hook = HookFactory(receiver=receiver)
+    worker = workers(**processes.worker_options(own_redis.url))
     processes.wait_until_listening(worker)
 
     own_redis.stop()
     dataset = factories.Dataset()
     got = receiver.wait_for(1, timeout=10)
     assert len(got) == 1
-    secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
-    payload = got[0].verify(secret)
+    payload = got[0].verify(hook["secret"])
     assert payload["type"] == "dataset/create"
     assert payload["data"]["id"] == dataset["id"]
 
@@ -144,13 +79,12 @@ def test_deliveries_go_on_while_redis_is_down(own_redis, workers, receiver):
     assert worker.poll() is None  # the worker lived through it
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_a_worker_started_while_redis_is_down_delivers(own_redis, workers,
                                                        receiver):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
+    HookFactory(receiver=receiver)
     own_redis.stop()
-    worker = workers(**_worker_options(own_redis.url))
+    worker = workers(**processes.worker_options(own_redis.url))
     processes.wait_until_listening(worker)
     dataset = factories.Dataset()
     got = receiver.wait_for(1, timeout=10)
@@ -158,13 +92,12 @@ def test_a_worker_started_while_redis_is_down_delivers(own_redis, workers,
     assert worker.poll() is None
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_attempt_of_a_killed_worker_is_sent_again_with_same_id(
         own_redis, workers, receiver):
     receiver.answer("/hook", Answer(204, delay=1.5))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
-    options = _worker_options(own_redis.url,
+    hook_id = HookFactory(receiver=receiver)["id"]
+    options = processes.worker_options(own_redis.url,
                               **{"ckanext.webhooks.concurrency": 1})
     first = workers(**options)
     factories.Dataset()
@@ -194,18 +127,15 @@ def test_attempt_of_a_killed_worker_is_sent_again_with_same_id(
     assert row["attempts"] == 2
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 # 40 hooks at one address: more than the cap per address allows
 @pytest.mark.ckan_config("ckanext.webhooks.max_hooks_per_address", "0")
 def test_two_workers_never_send_the_same_attempt_twice(
         own_redis, workers, receiver):
     receiver.always("/many", lambda got: Answer(204, delay=0.05))
-    hooks = [helpers.call_action("webhook_create", topic="dataset/create",
-                                 address=receiver.url("/many"))
-             for _ in range(15)]
-    hooks += [helpers.call_action(
-        "webhook_create", topic="dataset/create",
-        address=receiver.url("/many?n={}".format(n))) for n in range(25)]
+    hooks = [HookFactory(receiver=receiver, path="/many") for _ in range(15)]
+    hooks += [HookFactory(receiver=receiver, path="/many?n={}".format(n))
+              for n in range(25)]
     dataset = factories.Dataset()
     event = model.Session.query(Event).filter_by(
         entity_id=dataset["id"]).one()
@@ -213,7 +143,7 @@ def test_two_workers_never_send_the_same_attempt_twice(
     queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
     for _ in range(3):
         queue.enqueue(jobs.fan_out_event, event.id)
-    options = _worker_options(own_redis.url,
+    options = processes.worker_options(own_redis.url,
                               **{"ckanext.webhooks.concurrency": 4})
     workers(**options)
     workers(**options)
@@ -225,7 +155,7 @@ def test_two_workers_never_send_the_same_attempt_twice(
     assert len(set(ids)) == len(hooks)
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
         own_redis, workers, receiver):
     """With a 1 s timeout a lease lasts 2 * (1 + 1) + 5 = 9 s; sending these
@@ -236,9 +166,8 @@ def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
     for n in range(count):
         path = "/slow/{}".format(n)
         receiver.always(path, lambda got: Answer(204, delay=0.7))
-        helpers.call_action("webhook_create", topic="dataset/create",
-                            address=receiver.url(path))
-    options = _worker_options(own_redis.url, **{
+        HookFactory(receiver=receiver, path=path)
+    options = processes.worker_options(own_redis.url, **{
         "ckanext.webhooks.concurrency": 1, "ckanext.webhooks.timeout": 1})
     workers(**options)
     factories.Dataset()
@@ -252,7 +181,7 @@ def test_a_claim_sent_for_longer_than_a_lease_is_not_sent_twice(
     assert len(set(ids)) == count
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_two_workers_share_one_large_event(own_redis, workers, receiver):
     """At concurrency 1 one worker sends one message at a time, each
     answered after 0.3 s, so its requests start at least 0.3 s apart. Two
@@ -268,9 +197,8 @@ def test_two_workers_share_one_large_event(own_redis, workers, receiver):
     for n in range(count):
         path = "/big/{}".format(n)
         receiver.always(path, slow)
-        helpers.call_action("webhook_create", topic="dataset/create",
-                            address=receiver.url(path))
-    options = _worker_options(own_redis.url,
+        HookFactory(receiver=receiver, path=path)
+    options = processes.worker_options(own_redis.url,
                               **{"ckanext.webhooks.concurrency": 1})
     processes.wait_until_listening(workers(**options), workers(**options))
     factories.Dataset()
@@ -282,13 +210,12 @@ def test_two_workers_share_one_large_event(own_redis, workers, receiver):
     assert min(b - a for a, b in zip(starts, starts[1:])) < 0.2
 
 
-@pytest.mark.usefixtures("webhooks")
+@pytest.mark.slow
 def test_worker_runs_delayed_retries(
         own_redis, workers, receiver):
     receiver.answer("/hook", Answer(500), Answer(503))
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
-    workers(**_worker_options(
+    hook_id = HookFactory(receiver=receiver)["id"]
+    workers(**processes.worker_options(
         own_redis.url, **{"ckanext.webhooks.retry_schedule": "1 1 1",
                           "ckanext.webhooks.sweep_interval": 300}))
     factories.Dataset()
@@ -307,11 +234,9 @@ def _age(model_class, ident, **columns):
     model.Session.commit()
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_hook_failing_for_five_days_is_disabled_until_a_good_ping(
         receiver, run_jobs):
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     _age(Hook, hook_id, failing_since=datetime.datetime.utcnow()
          - datetime.timedelta(days=5, minutes=1))
     sweeping.sweep()
@@ -328,12 +253,10 @@ def test_hook_failing_for_five_days_is_disabled_until_a_good_ping(
         "active"
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", "true")
 def test_unverified_hook_is_removed_after_pending_ttl(receiver, run_jobs):
     receiver.always("/hook", lambda got: Answer(204))  # never echoes
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     run_jobs()
     assert helpers.call_action("webhook_show", id=hook_id)["status"] == \
         "pending"
@@ -346,11 +269,9 @@ def test_unverified_hook_is_removed_after_pending_ttl(receiver, run_jobs):
         helpers.call_action("webhook_show", id=hook_id)
 
 
-@pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckanext.webhooks.delivery_retention_days", "7")
 def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     factories.Dataset()
     factories.Dataset()
     run_jobs()
@@ -362,11 +283,9 @@ def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
     assert [d["id"] for d in remaining] == [new["id"]]
 
 
-@pytest.mark.usefixtures("webhooks")
 def test_events_need_no_job_to_be_delivered(receiver, run_jobs,
                                             clean_webhooks_queue):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
+    HookFactory(receiver=receiver)
     factories.Dataset()
     clean_webhooks_queue.empty()  # whatever Redis held is lost
     run_jobs()  # the worker finds the event in the database
@@ -375,11 +294,9 @@ def test_events_need_no_job_to_be_delivered(receiver, run_jobs,
 
 # --- operators' commands --------------------------------------------------
 
-@pytest.mark.usefixtures("webhooks")
 def test_cli_lists_shows_redelivers_and_deletes(cli, receiver, run_jobs):
     from ckan.cli.cli import ckan
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     factories.Dataset()
     run_jobs()
 

@@ -14,6 +14,7 @@ from ckan.tests import factories, helpers
 from ckanext.webhooks import tables
 from ckanext.webhooks.model import Event, Hook
 from ckanext.webhooks.tests import processes
+from ckanext.webhooks.tests.factories import HookFactory
 
 
 def _status(cli, *args):
@@ -60,8 +61,7 @@ def test_a_quiet_site_is_healthy(cli):
 
 @pytest.mark.usefixtures("webhooks")
 def test_work_waiting_without_a_worker_is_stuck(cli, receiver):
-    helpers.call_action("webhook_create", topic="dataset/create",
-                        address=receiver.url())
+    HookFactory(receiver=receiver)
     factories.Dataset()
     # just recorded: a worker has not had its chance yet, but none is alive
     code, report = _status(cli)
@@ -81,11 +81,11 @@ def test_work_waiting_without_a_worker_is_stuck(cli, receiver):
     assert code == 1 and "delivery: STUCK" in text
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("webhooks")
 def test_a_running_worker_shows_alive_and_listening_and_delivers(
         cli, workers, receiver):
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     worker = workers(**{"ckanext.webhooks.sweep_interval": 1})
     processes.wait_until_listening(worker)
     deadline = time.monotonic() + 20
@@ -125,10 +125,9 @@ def test_a_running_worker_shows_alive_and_listening_and_delivers(
 
 @pytest.mark.usefixtures("webhooks")
 def test_failing_and_disabled_hooks_and_retries_are_counted(cli, receiver):
-    first = helpers.call_action("webhook_create", topic="dataset/create",
-                                address=receiver.url())
-    second = helpers.call_action("webhook_create", topic="dataset/update",
-                                 address=receiver.url("/other"))
+    first = HookFactory(receiver=receiver)["id"]
+    second = HookFactory(receiver=receiver, path="/other",
+                         topic="dataset/update")["id"]
     helpers.call_action("webhook_update", id=second, enabled=False)
     model.Session.query(Hook).filter_by(id=first).update(
         {"failing_since": datetime.datetime.utcnow()})
@@ -157,14 +156,14 @@ def test_a_missing_or_outdated_schema_is_reported(cli, migrate_db_for):
     assert code == 0 and report["schema"] == "ready"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("webhooks")
 def test_a_worker_delivers_when_its_heartbeat_cannot_be_written(
         cli, workers, receiver, migrate_db_for):
     """Code upgraded before ``ckan db upgrade -p webhooks``: the heartbeat's
     table is not there yet, deliveries go on (here a ping: with an outdated
     schema no events are recorded)."""
-    hook_id = helpers.call_action("webhook_create", topic="dataset/create",
-                                  address=receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     migrate_db_for("webhooks", "6b42935909d0", False)
     try:
         worker = workers()

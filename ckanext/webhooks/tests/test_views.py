@@ -10,10 +10,10 @@ import html
 import json
 import re
 import types
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Optional
 
+import lxml.html
 import pytest
 import sqlalchemy as sa
 from babel.messages.extract import extract_from_file
@@ -23,56 +23,43 @@ from standardwebhooks import Webhook
 import ckan.model as model
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks.model import Message, Hook
+from ckanext.webhooks.model import Message
+from ckanext.webhooks.tests.factories import ADDRESS, HookFactory, hook_ids
 from ckanext.webhooks.tests.receiver import Answer
-
-ADDRESS = "http://example.com/callback"
 
 
 # --- a tiny browser ----------------------------------------------------------
 
-class _Forms(HTMLParser):
-    """The forms of a page: action, method and the values they would send."""
+def _html(page) -> lxml.html.HtmlElement:
+    """The page as a browser parses it."""
+    return lxml.html.document_fromstring(page.body)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict] = []
-        self._select: Optional[str] = None
-        self._textarea: Optional[str] = None
 
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            self.forms.append({"id": a.get("id"), "action": a.get("action"),
-                               "method": (a.get("method") or "get").lower(),
-                               "fields": {}})
-        elif not self.forms:
-            return
-        elif tag == "input" and a.get("type") == "checkbox" and a.get("name"):
-            checked = self.forms[-1]["fields"].setdefault(a["name"], [])
-            if "checked" in a:
-                checked.append(a.get("value") or "on")
-        elif tag == "input" and a.get("name"):
-            self.forms[-1]["fields"][a["name"]] = a.get("value") or ""
-        elif tag == "textarea" and a.get("name"):
-            self._textarea = a["name"]
-            self.forms[-1]["fields"][a["name"]] = ""
-        elif tag == "select":
-            self._select = a.get("name")
-            self.forms[-1]["fields"].setdefault(self._select, "")
-        elif tag == "option" and self._select and (
-                "selected" in a or not self.forms[-1]["fields"][self._select]):
-            self.forms[-1]["fields"][self._select] = a.get("value") or ""
+def _form_fields(form: lxml.html.FormElement) -> dict:
+    """What the form sends when submitted, as a browser fills it in."""
+    fields: dict = {}
+    for element in form.inputs:
+        name = element.get("name")
+        if not name:
+            continue
+        if element.tag == "input" and element.get("type") == "checkbox":
+            checked = fields.setdefault(name, [])
+            if element.checked:
+                checked.append(element.get("value") or "on")
+        elif element.tag in ("select", "textarea"):
+            # a select without a selected option sends its first
+            fields[name] = element.value or ""
+        else:
+            fields[name] = element.get("value") or ""
+    return fields
 
-    def handle_data(self, data):
-        if self._textarea:
-            self.forms[-1]["fields"][self._textarea] += data
 
-    def handle_endtag(self, tag):
-        if tag == "select":
-            self._select = None
-        elif tag == "textarea":
-            self._textarea = None
+def _csrf_token(page) -> str:
+    """The CSRF token the page's forms carry."""
+    tokens = {i.get("value") for i in
+              _html(page).cssselect('input[name="_csrf_token"]')}
+    assert len(tokens) == 1 and all(tokens), tokens
+    return tokens.pop()
 
 
 class Browser:
@@ -95,87 +82,81 @@ class Browser:
 
     def submit(self, page, action_ends: str, **values):
         """Fill the form whose action ends with ``action_ends``, submit it."""
-        parser = _Forms()
-        parser.feed(page.body)
-        forms = [f for f in parser.forms
-                 if (f["action"] or "").endswith(action_ends)]
+        forms = [f for f in _html(page).forms
+                 if (f.get("action") or "").endswith(action_ends)]
         assert forms, "no form posting to {} on the page".format(action_ends)
         form = forms[0]
-        assert form["method"] == "post"
-        assert form["fields"].get("_csrf_token"), "the form has no CSRF token"
-        data = dict(form["fields"], **values)
-        return self.post(form["action"], data)
+        assert form.method == "POST"
+        fields = _form_fields(form)
+        assert fields.get("_csrf_token"), "the form has no CSRF token"
+        return self.post(form.get("action"), dict(fields, **values))
+
+
+# --- reading a page ----------------------------------------------------------
+
+def _text(element: lxml.html.HtmlElement) -> str:
+    """An element's text, one space between its parts."""
+    return " ".join(" ".join(element.itertext()).split())
+
+
+def _markup(element: lxml.html.HtmlElement) -> str:
+    """An element as HTML, attributes and all."""
+    return lxml.html.tostring(element, encoding="unicode")
+
+
+def _one(page_or_element, selector: str) -> lxml.html.HtmlElement:
+    """The only element ``selector`` finds."""
+    root = page_or_element if isinstance(
+        page_or_element, lxml.html.HtmlElement) else _html(page_or_element)
+    found = root.cssselect(selector)
+    assert len(found) == 1, "{} elements {}".format(len(found), selector)
+    return found[0]
 
 
 def _flashes(page) -> list[str]:
-    block = re.search(r'<div class="flash-messages">(.*?)</div>\s*'
-                      r'(?=<div class="toolbar")', page.body, re.S)
-    assert block, "no flash area on the page"
-    return [html.unescape(re.sub(r"\s+", " ", m).strip()) for m in re.findall(
-        r'<div class="alert[^"]*">(.*?)</div>', block.group(1), re.S)]
+    area = _one(page, "div.flash-messages")
+    return [_text(alert) for alert in area.cssselect("div.alert")]
 
 
-def _field_group(page, field_id: str) -> str:
+def _field_group(page, field_id: str) -> lxml.html.HtmlElement:
     """The form-group of one field: its label, input, errors and help."""
-    body = page.body
-    label = body.index('for="{}"'.format(field_id))
-    start = body.rindex('<div class="form-group', 0, label)
-    following = [i for i in (body.find('<div class="form-group', label),
-                             body.find("</fieldset>", label),
-                             body.find("</details>", label),
-                             body.find("</form>", label)) if i != -1]
-    return body[start:min(following)]
+    label = _one(page, 'label[for="{}"]'.format(field_id))
+    groups = [e for e in label.iterancestors("div")
+              if "form-group" in e.classes]
+    assert groups, "{} is in no form-group".format(field_id)
+    return groups[0]
 
 
-def _topics_fieldset(page) -> str:
-    found = re.search(r'<fieldset id="field-topics".*?</fieldset>',
-                      page.body, re.S)
-    assert found, "no topics on the page"
-    return found.group(0)
+def _errors_in(element: lxml.html.HtmlElement) -> list[str]:
+    return [_text(e) for e in element.cssselect(".error-block")]
+
+
+def _topics_fieldset(page) -> lxml.html.HtmlElement:
+    return _one(page, "fieldset#field-topics")
 
 
 def _checked_topics(page) -> list[str]:
-    return re.findall(r'<input[^>]*name="topics" value="([^"]+)"[^>]* checked',
-                      _topics_fieldset(page))
+    return [i.get("value") for i in
+            _topics_fieldset(page).cssselect('input[name="topics"]')
+            if i.checked]
 
 
 def _error_summary(page) -> list[str]:
     """The lines of the error summary at the top of a form."""
-    found = re.search(r'<div class="error-explanation.*?</div>', page.body,
-                      re.S)
-    assert found, "no error summary"
-    return [html.unescape(re.sub(r"<[^>]+>|\s+", " ", li)).strip()
-            for li in re.findall(r"<li>(.*?)</li>", found.group(0), re.S)]
-
-
-def _text(fragment: str) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ",
-                                                    fragment))).strip()
+    summary = _one(page, "div.error-explanation")
+    return [_text(li) for li in summary.cssselect("li")]
 
 
 def _input_value(page, field_id: str) -> str:
-    tag = re.search(r'<input id="{}"[^>]*>'.format(re.escape(field_id)),
-                    page.body)
-    assert tag, "no input {}".format(field_id)
-    return html.unescape(re.search(r'value="([^"]*)"', tag.group(0)).group(1))
+    value = _one(page, "input#" + field_id).get("value")
+    assert value is not None, "input {} has no value".format(field_id)
+    return value
 
 
 def _hook_id_from(page) -> str:
     path = page.request.path
     assert re.fullmatch(r"/webhooks/[A-Za-z0-9_-]{22,}", path), path
     return path.rsplit("/", 1)[1]
-
-
-def _anonymous_hook(address: str = ADDRESS, **data) -> str:
-    data.setdefault("topic", "dataset/create")
-    return helpers.call_action("webhook_create",
-                               context={"user": "", "ignore_auth": False},
-                               address=address, **data)
-
-
-def _hook_ids() -> set[str]:
-    model.Session.remove()
-    return {row.id for row in model.Session.query(Hook.id)}
 
 
 pytestmark = pytest.mark.usefixtures("webhooks", "forget_creation_rates")
@@ -188,24 +169,23 @@ def test_index_explains_and_offers_the_create_form(app):
     assert page.status_code == 200
     body = page.body
     assert "A webhook tells your own service" in body
-    form = re.search(r'<form id="webhook-create-form".*?</form>', body, re.S)
-    assert form and 'method="post"' in form.group(0)
-    assert 'name="_csrf_token"' in form.group(0)
+    form = _one(page, "form#webhook-create-form")
+    assert form.method == "POST"
+    assert form.cssselect('input[name="_csrf_token"]')
     for field_id, label in (("field-address", "Send to"),
                             ("field-dataset", "Dataset"),
                             ("field-organization", "Organization"),
                             ("field-group", "Group"),
                             ("field-resource", "Resource"),
                             ("field-description", "Description")):
-        assert re.search(r'<label class="form-label" for="{}">.*?{}.*?</label>'
-                         .format(field_id, label), form.group(0), re.S), label
+        assert label in _text(_one(form, 'label.form-label[for="{}"]'.format(
+            field_id))), label
     # the events are checkboxes, each with its label
     topics = _topics_fieldset(page)
-    assert "<legend" in topics and "Events" in topics
-    labels = {value: _text(label) for value, label in re.findall(
-        r'<input[^>]*name="topics" value="([^"]+)" id="[^"]+">\s*'
-        r'<label class="form-check-label" for="[^"]+">(.*?)</label>',
-        topics, re.S)}
+    assert "Events" in _text(_one(topics, "legend"))
+    labels = {box.get("value"): _text(_one(
+        topics, 'label.form-check-label[for="{}"]'.format(box.get("id"))))
+        for box in topics.cssselect('input[type="checkbox"][name="topics"]')}
     assert labels["dataset/create"] == "A dataset is created"
     assert labels["dataset/update"] == "A dataset is updated"
     assert labels["dataset/delete"] == "A dataset is deleted"
@@ -214,10 +194,10 @@ def test_index_explains_and_offers_the_create_form(app):
     assert labels["resource/*"] == "Anything happens to a resource"
     assert _checked_topics(page) == []
     # the filters are folded away until they are needed
-    assert re.search(r'<details class="webhooks-filters[^"]*">', body)
+    assert _one(page, "details.webhooks-filters").get("open") is None
     # open-by-id, with a label
-    assert 'action="/webhooks/open"' in body
-    assert '<label class="form-label" for="field-open-id">' in body
+    _one(page, 'form[action="/webhooks/open"]')
+    _one(page, 'label.form-label[for="field-open-id"]')
     # nobody is logged in: nothing is listed
     assert "Your webhooks" not in body
 
@@ -260,8 +240,7 @@ def test_a_link_with_a_filter_opens_the_form_with_it_filled_in(app, kind):
     assert page.status_code == 200
     assert _input_value(page, "field-" + kind) == "some-" + kind
     # the filters are unfolded, so the visitor sees what is filled in
-    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
-                     page.body)
+    assert _one(page, "details.webhooks-filters").get("open") is not None
     others = {"dataset", "organization", "group", "resource"} - {kind}
     for other in others:
         assert _input_value(page, "field-" + other) == ""
@@ -269,29 +248,30 @@ def test_a_link_with_a_filter_opens_the_form_with_it_filled_in(app, kind):
 
 def test_every_mistake_is_shown_in_one_round_beside_its_field_and_on_top(app):
     browser = Browser(app)
-    before = _hook_ids()
+    before = hook_ids()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
                           address="ftp://example.com/x", dataset="  ")
     assert page.status_code == 200
-    assert _hook_ids() == before
+    assert hook_ids() == before
     topics = _topics_fieldset(page)
-    assert "form-group webhooks-topics error" in topics
-    assert re.search(r'<span class="error-block">Choose an event</span>',
-                     topics)
+    assert {"form-group", "webhooks-topics", "error"} <= set(topics.classes)
+    assert "Choose an event" in [e.text for e in
+                                 topics.cssselect("span.error-block")]
     address = _field_group(page, "field-address")
-    assert 'class="form-group error' in address
-    assert "error-block" in address
+    assert "error" in address.classes
+    assert _errors_in(address)
     assert _input_value(page, "field-address") == "ftp://example.com/x"
-    assert "error-block" not in _field_group(page, "field-dataset")
+    assert not _errors_in(_field_group(page, "field-dataset"))
     # the summary on top names both, in the order of the form, as links
     summary = _error_summary(page)
     assert len(summary) == 2
     assert summary[0] == "Events: Choose an event"
     assert summary[1].startswith("Send to: ")
-    assert '<a href="#field-topics">' in page.body
-    assert '<a href="#field-address">' in page.body
+    links = [a.get("href") for a in
+             _one(page, "div.error-explanation").cssselect("a")]
+    assert links == ["#field-topics", "#field-address"]
     # the form can be sent again as it is: it still has its CSRF token
-    assert 'name="_csrf_token"' in page.body
+    assert _csrf_token(page)
 
 
 def test_an_unknown_filter_is_shown_with_the_other_mistakes(app):
@@ -301,12 +281,12 @@ def test_an_unknown_filter_is_shown_with_the_other_mistakes(app):
                           dataset="no-such-dataset", group="no-such-group")
     assert _error_summary(page) == [
         "Events: Choose an event",
-        "Send to: " + _text(re.search(r'<span class="error-block">(.*?)'
-                                      r'</span>', _field_group(
-                                          page, "field-address")).group(1)),
+        "Send to: " + _errors_in(_field_group(page, "field-address"))[0],
         "Dataset: Dataset not found", "Group: Group not found"]
-    assert "Dataset not found" in _field_group(page, "field-dataset")
-    assert "Group not found" in _field_group(page, "field-group")
+    assert _errors_in(_field_group(page, "field-dataset")) == [
+        "Dataset not found"]
+    assert _errors_in(_field_group(page, "field-group")) == [
+        "Group not found"]
 
 
 def test_unknown_filters_are_shown_beside_their_fields(app):
@@ -316,14 +296,14 @@ def test_unknown_filters_are_shown_beside_their_fields(app):
                           dataset="no-such-dataset",
                           organization="no-such-org")
     dataset = _field_group(page, "field-dataset")
-    assert "Dataset not found" in dataset
+    assert "Dataset not found" in _text(dataset)
     organization = _field_group(page, "field-organization")
-    assert "Organization not found" in organization
+    assert "Organization not found" in _text(organization)
     assert _input_value(page, "field-dataset") == "no-such-dataset"
     assert _input_value(page, "field-organization") == "no-such-org"
     assert _input_value(page, "field-address") == ADDRESS
     assert _checked_topics(page) == ["dataset/update"]
-    assert "Dataset not found" not in _topics_fieldset(page)
+    assert "Dataset not found" not in _text(_topics_fieldset(page))
     assert _error_summary(page) == ["Dataset: Dataset not found",
                                     "Organization: Organization not found"]
 
@@ -336,9 +316,7 @@ def test_an_error_without_a_field_is_shown_above_the_form(app):
     _hook_id_from(first)
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
                           topics=["dataset/create"], address=ADDRESS)
-    summary = re.search(r'<div class="error-explanation.*?</div>',
-                        page.body, re.S)
-    assert summary and "Too many webhooks" in summary.group(0)
+    assert "Too many webhooks" in _text(_one(page, "div.error-explanation"))
     assert _input_value(page, "field-address") == ADDRESS
 
 
@@ -348,12 +326,11 @@ def test_where_login_is_required_anonymous_visitors_are_told(app):
     page = browser.get("/webhooks")
     assert "you need to log in to create a webhook" in page.body
     assert 'id="webhook-create-form"' not in page.body
-    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
     refused = browser.post("/webhooks", {
-        "_csrf_token": token.group(1), "topics": ["dataset/create"],
+        "_csrf_token": _csrf_token(page), "topics": ["dataset/create"],
         "address": ADDRESS})
     assert refused.status_code == 403
-    assert _hook_ids() == set()
+    assert hook_ids() == set()
 
 
 # --- CSRF --------------------------------------------------------------------
@@ -362,13 +339,13 @@ def test_where_login_is_required_anonymous_visitors_are_told(app):
 @pytest.mark.ckan_config("ckan.csrf_protection.ignore_extensions", True)
 def test_a_post_without_the_csrf_token_is_refused(app):
     """CKAN exempts extension blueprints by default; these pages are not."""
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     browser = Browser(app)
     browser.get("/webhooks")  # the session exists, but the token is not sent
     created = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": "http://example.org/a"})
     assert created.status_code == 400
-    assert _hook_ids() == {hook_id}
+    assert hook_ids() == {hook_id}
     for action in ("ping", "test", "rotate", "delete", "edit", "disable",
                    "enable", "recover"):
         response = browser.post("/webhooks/{}/{}".format(hook_id, action), {
@@ -390,8 +367,7 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
     user = factories.User(password="correct123")
     browser = Browser(app)
     login = browser.get("/user/login")
-    token = re.search(r'name="_csrf_token" value="([^"]+)"', login.body)
-    browser.post("/user/login", {"_csrf_token": token.group(1),
+    browser.post("/user/login", {"_csrf_token": _csrf_token(login),
                                  "login": user["name"],
                                  "password": "correct123"},
                  follow_redirects=False)
@@ -399,7 +375,7 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
     refused = browser.post("/webhooks", {"topics": "dataset/create",
                                          "address": ADDRESS})
     assert refused.status_code == 400
-    assert _hook_ids() == set()
+    assert hook_ids() == set()
     page = browser.submit(browser.get("/webhooks"), "/webhooks",
                           topics=["dataset/create"], address=ADDRESS)
     hook_id = _hook_id_from(page)
@@ -407,27 +383,10 @@ def test_a_user_logged_in_with_a_cookie_needs_the_token_too(app):
     assert [h["id"] for h in mine] == [hook_id]
 
 
-class _Labels(HTMLParser):
-    """Ids of the visible inputs of a page and the ids its labels name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inputs: list[Optional[str]] = []
-        self.labelled: set[str] = set()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag in ("input", "select", "textarea") \
-                and a.get("type") != "hidden":
-            self.inputs.append(a.get("id"))
-        elif tag == "label" and a.get("for"):
-            self.labelled.add(a["for"])
-
-
 def test_every_form_has_the_csrf_token_and_every_input_a_label(
         app, receiver, run_jobs):
     receiver.answer("/hook", Answer(status=500))
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     message_id = helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     admin = factories.SysadminWithToken()
@@ -439,70 +398,70 @@ def test_every_form_has_the_csrf_token_and_every_input_a_label(
                 "/ckan-admin/webhooks"):
         page = as_admin.get(url)
         assert page.status_code == 200, url
-        body = page.body
-        parser = _Forms()
-        parser.feed(body)
-        posting = [f for f in parser.forms if f["method"] == "post"]
+        document = _html(page)
+        posting = [f for f in document.forms if f.method == "POST"]
         assert posting, url
         for form in posting:
-            assert form["fields"].get("_csrf_token"), (url, form["action"])
-        labels = _Labels()
-        labels.feed(body)
-        assert labels.inputs, url
-        unlabelled = [i for i in labels.inputs if i not in labels.labelled]
+            assert _form_fields(form).get("_csrf_token"), (
+                url, form.get("action"))
+        inputs = [e.get("id") for e in document.iter(
+            "input", "select", "textarea") if e.get("type") != "hidden"]
+        assert inputs, url
+        labelled = {label.get("for") for label in document.iter("label")}
+        unlabelled = [i for i in inputs if i not in labelled]
         assert not unlabelled, (url, unlabelled)
 
 
 def test_copy_buttons_stay_hidden_without_javascript(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     message_id = helpers.call_action("webhook_ping", id=hook_id)
-    body = app.get("/webhooks/" + hook_id).body
-    buttons = re.findall(r"<button[^>]*data-webhooks-copy=[^>]*>", body)
+    page = _html(app.get("/webhooks/" + hook_id))
+    buttons = page.cssselect("button[data-webhooks-copy]")
     assert len(buttons) == 2
-    id_buttons = re.findall(r"<button[^>]*data-webhooks-copy-text=[^>]*>",
-                            body)
-    assert len(id_buttons) == 1 and message_id in id_buttons[0]
-    assert all(" hidden" in b for b in buttons + id_buttons)
+    id_buttons = page.cssselect("button[data-webhooks-copy-text]")
+    assert len(id_buttons) == 1
+    assert message_id in id_buttons[0].get("data-webhooks-copy-text")
+    assert all(b.get("hidden") is not None for b in buttons + id_buttons)
+    scripts = [s.get("src") for s in page.cssselect("script[src]")]
     for script in ("copy.js", "live.js"):
-        assert re.search(r'<script src="[^"]*/ckanext-webhooks/{}\?v='
-                         .format(re.escape(script)), body), script
-    assert re.search(r'<link rel="stylesheet" href="[^"]*/ckanext-webhooks/'
-                     r'webhooks\.css\?v=', body)
+        assert any(re.search(r"/ckanext-webhooks/{}\?v=".format(
+            re.escape(script)), src) for src in scripts), script
+    assert any(re.search(r"/ckanext-webhooks/webhooks\.css\?v=",
+                         link.get("href"))
+               for link in page.cssselect('link[rel="stylesheet"]'))
 
 
 def test_the_secret_is_hidden_until_revealed(app):
     """A <details> hides it without JavaScript; the receiver snippet,
     which holds it too, is folded away as well."""
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
-    body = app.get("/webhooks/" + hook_id).body
+    page = app.get("/webhooks/" + hook_id)
     for details in ("webhooks-secret", "webhooks-receiver"):
-        block = re.search(r'<details id="{}"[^>]*>(.*?)</details>'.format(
-            details), body, re.S)
-        assert block, details
-        assert not re.search(r'<details id="{}"[^>]*\bopen\b'.format(details),
-                             body)
-        assert "<summary" in block.group(1)
-    outside = re.sub(r"<details.*?</details>", "", body, flags=re.S)
-    assert secret not in html.unescape(outside)
-    assert 'data-webhooks-copy="field-secret"' in re.search(
-        r'<details id="webhooks-secret".*?</details>', body, re.S).group(0)
+        block = _one(page, "details#" + details)
+        assert block.get("open") is None, details
+        assert block.cssselect("summary"), details
+    assert _one(page, "details#webhooks-secret").cssselect(
+        'button[data-webhooks-copy="field-secret"]')
+    outside = _html(page)
+    for block in outside.cssselect("details"):
+        block.drop_tree()
+    assert secret not in html.unescape(_markup(outside))
 
 
 # --- /webhooks/<id> ----------------------------------------------------------
 
 def _delivery_row(page, message_id: str) -> list[str]:
     """The cells of one row of the deliveries table, as text."""
-    row = re.search(r'<tr[^>]*data-message-id="{}".*?</tr>'.format(
-        re.escape(message_id)), page.body, re.S)
-    assert row, "{} is not in the deliveries table".format(message_id)
-    return [_text(c) for c in
-            re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)]
+    rows = _html(page).cssselect('tr[data-message-id="{}"]'.format(
+        message_id))
+    assert rows, "{} is not in the deliveries table".format(message_id)
+    return [_text(cell) for cell in rows[0].cssselect("td")]
 
 
 def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
                                                        run_jobs):
-    hook_id = _anonymous_hook(receiver.url(), topic="dataset/delete")
+    hook_id = HookFactory(receiver=receiver, topic="dataset/delete")["id"]
     ping_id = helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     hook = helpers.call_action("webhook_show", id=hook_id)
@@ -512,11 +471,9 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     assert "A dataset is deleted" in page.body
     assert "dataset/delete" in page.body
     assert html.escape(receiver.url()) in page.body
-    secret = re.search(r'<input id="field-secret"[^>]*>', page.body).group(0)
-    assert "readonly" in secret
+    assert _one(page, "input#field-secret").get("readonly") is not None
     assert _input_value(page, "field-secret") == hook["secret"]
-    assert re.search(r'<label class="form-label[^"]*" for="field-secret">',
-                     page.body)
+    _one(page, 'label.form-label[for="field-secret"]')
     assert 'data-webhooks-copy="field-secret"' in page.body
     assert "1 succeeded, 0 failed, 0 pending" in page.body
 
@@ -542,18 +499,18 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
 
 def test_every_time_on_the_pages_has_one_format(app, receiver, run_jobs):
     receiver.answer("/hook", Answer(status=503))
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     helpers.call_action("webhook_rotate_secret", id=hook_id)
     user = factories.UserWithToken()
-    helpers.call_action("webhook_create", context={"user": user["name"]},
-                        topic="dataset/create", address=ADDRESS)
+    HookFactory(user=user)
     pages = [app.get("/webhooks/" + hook_id).body,
              Browser(app, {"Authorization": user["token"]})
              .get("/webhooks").body]
-    times = [t for body in pages for t in re.findall(
-        r'<time datetime="([^"]+)">([^<]*)</time>', body)]
+    times = [(t.get("datetime"), t.text_content()) for body in pages
+             for t in lxml.html.document_fromstring(body).cssselect(
+                 "time[datetime]")]
     # created, last attempt, next attempt, the old secret's end; the list
     assert len(times) >= 5
     for moment, text in times:
@@ -568,7 +525,7 @@ def test_every_time_on_the_pages_has_one_format(app, receiver, run_jobs):
 
 
 def test_unknown_ids_are_404_with_the_way_back(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     for url in ("/webhooks/no-such-hook", "/webhooks/no-such-hook/delete",
                 "/webhooks/no-such-hook/edit",
                 "/webhooks/no-such-hook/deliveries/msg_1",
@@ -576,8 +533,8 @@ def test_unknown_ids_are_404_with_the_way_back(app):
         response = app.get(url)
         assert response.status_code == 404, url
         assert "Webhook not found" in response.body
-        assert re.search(r'<a [^>]*href="/webhooks">Back to Webhooks</a>',
-                         response.body), url
+        assert "Back to Webhooks" in [a.text_content() for a in _html(
+            response).cssselect('a[href="/webhooks"]')], url
     response = app.get("/webhooks/{}/deliveries/msg_none".format(hook_id))
     assert response.status_code == 404
     assert "Delivery not found" in response.body
@@ -589,33 +546,30 @@ def test_unknown_ids_are_404_with_the_way_back(app):
 def test_buttons_of_an_unknown_hook_are_404(app):
     browser = Browser(app)
     page = browser.get("/webhooks")
-    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
     for action in ("ping", "test", "rotate", "delete", "edit", "disable",
                    "enable", "recover", "deliveries/msg_1/redeliver"):
         response = browser.post("/webhooks/no-such-hook/" + action, {
-            "_csrf_token": token.group(1), "topic": "dataset/create",
+            "_csrf_token": _csrf_token(page), "topic": "dataset/create",
             "since": "2026-01-01T00:00"})
         assert response.status_code == 404, action
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
 def test_pending_hook_explains_the_challenge(app, receiver):
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     assert helpers.call_action("webhook_show", id=hook_id)["status"] \
         == "pending"
     page = app.get("/webhooks/" + hook_id)
     assert "Waiting for verification" in page.body
-    explanation = re.search(r'<div class="alert alert-warning webhooks-pending'
-                            r'.*?</div>', page.body, re.S).group(0)
+    explanation = _text(_one(page, "div.alert.alert-warning.webhooks-pending"))
     assert "webhook/verify" in explanation
     assert "exactly the token" in explanation
     assert '{"challenge": "TOKEN"}' in explanation
     # what it says to press is on the page: the ping button sends the
     # challenge again; nothing offers to redeliver while it is pending
     assert "Send the challenge again" in explanation
-    button = re.search(r'<button[^>]*id="webhook-ping"[^>]*>([^<]*)</button>',
-                       page.body)
-    assert button.group(1) == "Send the challenge again"
+    button = _one(page, "button#webhook-ping")
+    assert button.text_content() == "Send the challenge again"
     assert "Deliver again" not in page.body and "Retry now" not in page.body
     # the page refreshes itself until the receiver has answered
     assert 'data-webhooks-busy="true"' in page.body
@@ -623,16 +577,14 @@ def test_pending_hook_explains_the_challenge(app, receiver):
 
 def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
                                                            run_jobs):
-    hook_id = _anonymous_hook(receiver.url("/incoming/ckan"))
+    hook_id = HookFactory(receiver=receiver, path="/incoming/ckan")["id"]
     helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     ping = receiver.wait_for(1)[0]
     secret = helpers.call_action("webhook_show", id=hook_id)["secret"]
 
     page = app.get("/webhooks/" + hook_id)
-    code = html.unescape(re.search(
-        r'<pre class="webhooks-snippet[^"]*"><code>(.*?)</code></pre>',
-        page.body, re.S).group(1))
+    code = _one(page, "pre.webhooks-snippet > code").text_content()
     assert secret in code
     assert "from standardwebhooks import Webhook" in code
     module = types.ModuleType("receiver_snippet")
@@ -662,7 +614,7 @@ def test_receiver_snippet_on_the_page_verifies_and_answers(app, receiver,
 # --- open by id --------------------------------------------------------------
 
 def test_open_by_id_goes_to_the_hook_page(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     page = app.get("/webhooks/open", query_string={"id": " " + hook_id + " "})
     assert page.status_code == 200
     assert page.request.path == "/webhooks/" + hook_id
@@ -672,9 +624,8 @@ def test_open_by_id_goes_to_the_hook_page(app):
     posted = browser.submit(browser.get("/webhooks"), "/webhooks",
                             topics=["dataset/create"], address=ADDRESS)
     assert posted.status_code == 200
-    token = re.search(r'name="_csrf_token" value="([^"]+)"', posted.body)
-    by_post = browser.post("/webhooks/open", {"id": hook_id,
-                                              "_csrf_token": token.group(1)})
+    by_post = browser.post("/webhooks/open", {
+        "id": hook_id, "_csrf_token": _csrf_token(posted)})
     assert by_post.request.path == "/webhooks/" + hook_id
 
 
@@ -684,14 +635,14 @@ def test_open_an_unknown_id_is_404_and_a_blank_one_an_error(app):
     assert "Webhook not found" in unknown.body
     blank = app.get("/webhooks/open", query_string={"id": " "})
     assert blank.status_code == 200
-    group = _field_group(blank, "field-open-id")
-    assert "Enter the id of a webhook" in group and "error-block" in group
+    assert _errors_in(_field_group(blank, "field-open-id")) == [
+        "Enter the id of a webhook"]
 
 
 # --- ping, rotate, redeliver, delete ----------------------------------------
 
 def test_ping_button_sends_a_signed_ping(app, receiver, run_jobs):
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks/" + hook_id),
                           "/webhooks/{}/ping".format(hook_id))
@@ -709,7 +660,7 @@ def test_ping_button_sends_a_signed_ping(app, receiver, run_jobs):
 
 
 def test_rotate_button_replaces_the_secret(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     old = helpers.call_action("webhook_show", id=hook_id)["secret"]
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks/" + hook_id),
@@ -724,7 +675,7 @@ def test_rotate_button_replaces_the_secret(app):
 
 def test_deliver_again_button(app, receiver, run_jobs):
     receiver.answer("/hook", Answer(status=400))
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     message_id = helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     browser = Browser(app)
@@ -740,7 +691,7 @@ def test_deliver_again_button(app, receiver, run_jobs):
 
 
 def test_delete_asks_first_and_deletes_on_confirmation(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     browser = Browser(app)
     confirm = browser.get("/webhooks/{}/delete".format(hook_id))
     assert confirm.status_code == 200
@@ -752,12 +703,12 @@ def test_delete_asks_first_and_deletes_on_confirmation(app):
     page = browser.submit(confirm, "/webhooks/{}/delete".format(hook_id))
     assert page.request.path == "/webhooks"
     assert any("The webhook was deleted" in f for f in _flashes(page))
-    assert hook_id not in _hook_ids()
+    assert hook_id not in hook_ids()
     assert app.get("/webhooks/" + hook_id).status_code == 404
 
 
 def test_a_get_never_changes_anything(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     before = helpers.call_action("webhook_show", id=hook_id)
     for action in ("ping", "test", "rotate", "disable", "enable", "recover",
                    "deliveries/msg_1/redeliver"):
@@ -780,16 +731,14 @@ def test_a_get_never_changes_anything(app):
 def test_edit_shows_the_hook_and_saves_what_changed(app, receiver):
     org = factories.Organization()
     dataset = factories.Dataset(owner_org=org["id"])
-    hook_id = _anonymous_hook(ADDRESS, topic="dataset/update",
-                              dataset=dataset["id"])
+    hook_id = HookFactory(topic="dataset/update", dataset=dataset["id"])["id"]
     browser = Browser(app)
     form = browser.get("/webhooks/{}/edit".format(hook_id))
     assert form.status_code == 200
     assert _checked_topics(form) == ["dataset/update"]
     assert _input_value(form, "field-address") == ADDRESS
     assert _input_value(form, "field-dataset") == dataset["id"]
-    assert re.search(r'<details class="webhooks-filters[^"]*" open>',
-                     form.body)
+    assert _one(form, "details.webhooks-filters").get("open") is not None
 
     page = browser.submit(form, "/webhooks/{}/edit".format(hook_id),
                           topics=["dataset/update", "resource/*"],
@@ -805,14 +754,14 @@ def test_edit_shows_the_hook_and_saves_what_changed(app, receiver):
     assert hook["address"] == ADDRESS and hook["status"] == "active"
     assert "mirror for the search index" in page.body
     assert "A dataset is updated, Anything happens to a resource" in _text(
-        re.search(r"<h1.*?</h1>", page.body, re.S).group(0))
+        _html(page).cssselect("h1")[0])
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
 def test_a_new_address_is_verified_again(app, receiver, run_jobs):
     receiver.always("/old", lambda got: Answer(
         200, got.json["data"].get("challenge", "").encode()))
-    hook_id = _anonymous_hook(receiver.url("/old"))
+    hook_id = HookFactory(receiver=receiver, path="/old")["id"]
     run_jobs()
     assert helpers.call_action("webhook_show", id=hook_id)["status"] \
         == "active"
@@ -828,7 +777,7 @@ def test_a_new_address_is_verified_again(app, receiver, run_jobs):
 
 
 def test_edit_shows_every_mistake_and_changes_nothing(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     before = helpers.call_action("webhook_show", id=hook_id)
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks/{}/edit".format(hook_id)),
@@ -841,8 +790,9 @@ def test_edit_shows_every_mistake_and_changes_nothing(app):
     assert [line.split(":")[0] for line in summary] == [
         "Events", "Send to", "Group", "Description"]
     assert summary[0] == "Events: Choose an event"
-    assert "Group not found" in _field_group(page, "field-group")
-    assert "error-block" in _field_group(page, "field-description")
+    assert _errors_in(_field_group(page, "field-group")) == [
+        "Group not found"]
+    assert _errors_in(_field_group(page, "field-description"))
     # what was typed is kept
     assert _input_value(page, "field-address") == "ftp://example.com/x"
     assert _input_value(page, "field-group") == "no-such-group"
@@ -850,7 +800,7 @@ def test_edit_shows_every_mistake_and_changes_nothing(app):
 
 
 def test_disable_and_enable_buttons(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks/" + hook_id),
                           "/webhooks/{}/disable".format(hook_id))
@@ -858,8 +808,7 @@ def test_disable_and_enable_buttons(app):
     assert any("The webhook is disabled" in f for f in _flashes(page))
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert hook["status"] == "disabled"
-    alert = _text(re.search(r'<div class="alert alert-danger webhooks-disabled'
-                            r'.*?</div>', page.body, re.S).group(0))
+    alert = _text(_one(page, "div.alert.alert-danger.webhooks-disabled"))
     assert "disabled by its owner" in alert
     # a hook its owner paused gets no pings: the button is gone
     assert 'id="webhook-ping"' not in page.body
@@ -873,7 +822,7 @@ def test_disable_and_enable_buttons(app):
 
 
 def test_the_admin_page_disables_and_enables(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     admin = factories.SysadminWithToken()
     browser = Browser(app, {"Authorization": admin["token"]})
     page = browser.submit(browser.get("/ckan-admin/webhooks"),
@@ -890,12 +839,11 @@ def test_the_admin_page_disables_and_enables(app):
 # --- test events, retry now, recover ----------------------------------------
 
 def test_send_a_test_event_of_a_chosen_type(app, receiver, run_jobs):
-    hook_id = _anonymous_hook(receiver.url(), topic="dataset/*")
+    hook_id = HookFactory(receiver=receiver, topic="dataset/*")["id"]
     browser = Browser(app)
     page = browser.get("/webhooks/" + hook_id)
-    offered = re.findall(r'<option value="([^"]+)"', re.search(
-        r'<select id="field-test-topic".*?</select>', page.body,
-        re.S).group(0))
+    offered = [option.get("value") for option in
+               _one(page, "select#field-test-topic").cssselect("option")]
     assert offered == ["dataset/create", "dataset/update", "dataset/delete"]
     page = browser.submit(page, "/webhooks/{}/test".format(hook_id),
                           topic="dataset/update")
@@ -912,7 +860,7 @@ def test_send_a_test_event_of_a_chosen_type(app, receiver, run_jobs):
 
 
 def test_a_test_event_the_hook_does_not_get_is_a_message(app):
-    hook_id = _anonymous_hook(topic="dataset/create")
+    hook_id = HookFactory(topic="dataset/create")["id"]
     browser = Browser(app)
     page = browser.submit(browser.get("/webhooks/" + hook_id),
                           "/webhooks/{}/test".format(hook_id),
@@ -926,7 +874,7 @@ def test_a_test_event_the_hook_does_not_get_is_a_message(app):
 def test_retry_now_attempts_a_pending_delivery_at_once(app, receiver,
                                                        run_jobs):
     receiver.answer("/hook", Answer(status=503))
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     message_id = helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     [pending] = helpers.call_action("webhook_delivery_list", id=hook_id)
@@ -949,7 +897,7 @@ def test_retry_now_attempts_a_pending_delivery_at_once(app, receiver,
 
 
 def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     receiver.answer("/hook", Answer(status=400), Answer(status=400))
     failed = [helpers.call_action("webhook_ping", id=hook_id)
               for _ in range(2)]
@@ -968,9 +916,8 @@ def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
     again = [r.headers["webhook-id"] for r in receiver.wait_for(4)][2:]
     assert sorted(again) == sorted(failed)
     # asked again at once: the action's limit, as a message
-    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.body)
     page = browser.post("/webhooks/{}/recover".format(hook_id), {
-        "_csrf_token": token.group(1), "since": "2000-01-01T00:00"})
+        "_csrf_token": _csrf_token(page), "since": "2000-01-01T00:00"})
     [flash] = _flashes(page)
     assert "try again in" in flash
 
@@ -978,7 +925,7 @@ def test_recover_failed_deliveries_since_a_time(app, receiver, run_jobs):
 @pytest.mark.ckan_config("ckan.display_timezone", "America/New_York")
 def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
                                                          run_jobs):
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     receiver.answer("/hook", Answer(status=400), Answer(status=400))
     early, late = [helpers.call_action("webhook_ping", id=hook_id)
                    for _ in range(2)]
@@ -990,7 +937,8 @@ def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
     model.Session.commit()
     browser = Browser(app)
     page = browser.get("/webhooks/" + hook_id)
-    assert re.search(r"Recover failed deliveries since \(E[SD]T\)", page.body)
+    assert re.search(r"Recover failed deliveries since \(E[SD]T\)",
+                     _text(_html(page)))
     # midnight in New York is 05:00 UTC: only the later one is recovered
     page = browser.submit(page, "/webhooks/{}/recover".format(hook_id),
                           since="2026-01-01T00:00")
@@ -1002,7 +950,7 @@ def test_recover_reads_its_time_in_the_display_time_zone(app, receiver,
 
 
 def test_recover_needs_a_time(app, receiver, run_jobs):
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     receiver.answer("/hook", Answer(status=400))
     helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
@@ -1018,7 +966,7 @@ def test_a_delivery_page_shows_the_payload_and_every_attempt(app, receiver,
                                                              run_jobs):
     receiver.answer("/hook", Answer(status=500, body=b"receiver broke"),
                     Answer(status=200, body=b'{"ok": true}'))
-    hook_id = _anonymous_hook(receiver.url())
+    hook_id = HookFactory(receiver=receiver)["id"]
     message_id = helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
     helpers.call_action("webhook_redeliver", id=hook_id,
@@ -1032,16 +980,13 @@ def test_a_delivery_page_shows_the_payload_and_every_attempt(app, receiver,
     assert page.status_code == 200
     assert "no-store" in page.headers["Cache-Control"]
     assert "Delivery of webhook/ping" in page.body
-    assert '<code class="webhooks-id-full">{}</code>'.format(message_id) \
-        in page.body
-    payload = html.unescape(re.search(
-        r'<pre class="webhooks-body webhooks-payload[^"]*"><code>(.*?)'
-        r'</code></pre>', page.body, re.S).group(1))
+    assert message_id in [code.text_content() for code in
+                          _html(page).cssselect("code.webhooks-id-full")]
+    payload = _one(page, "pre.webhooks-body.webhooks-payload > code")
     sent = receiver.wait_for(2)[-1].json
-    assert json.loads(payload) == sent
-    rows = [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-            for row in re.findall(r'<tr class="webhooks-attempt">(.*?)</tr>',
-                                  page.body, re.S)]
+    assert json.loads(payload.text_content()) == sent
+    rows = [[_text(cell) for cell in row.cssselect("td")]
+            for row in _html(page).cssselect("tr.webhooks-attempt")]
     assert len(rows) == 2
     assert rows[0][0] == "1" and rows[0][3] == "500"
     assert "receiver broke" in rows[0][5]
@@ -1056,8 +1001,8 @@ def test_a_delivery_page_shows_the_payload_and_every_attempt(app, receiver,
 
 
 def test_a_delivery_of_another_hook_is_not_found(app):
-    mine = _anonymous_hook()
-    other = _anonymous_hook("http://example.org/other")
+    mine = HookFactory()["id"]
+    other = HookFactory(address="http://example.org/other")["id"]
     message_id = helpers.call_action("webhook_ping", id=other)
     response = app.get("/webhooks/{}/deliveries/{}".format(mine, message_id))
     assert response.status_code == 404
@@ -1077,12 +1022,11 @@ def test_logged_in_users_see_only_their_own_hooks(app):
     bobs = _hook_id_from(as_bob.submit(
         as_bob.get("/webhooks"), "/webhooks", topics=["resource/*"],
         address="http://example.com/bob"))
-    anonymous = _anonymous_hook("http://example.com/anyone")
+    anonymous = HookFactory(address="http://example.com/anyone")["id"]
 
     page = as_alice.get("/webhooks")
     assert "Your webhooks" in page.body
-    listed = re.search(r'<table class="[^"]*webhooks-list.*?</table>',
-                       page.body, re.S).group(0)
+    listed = _markup(_one(page, "table.webhooks-list"))
     assert alices in listed and "http://example.com/alice" in listed
     assert "A dataset is created" in listed
     for other in (bobs, anonymous, "example.com/bob", "example.com/anyone"):
@@ -1101,12 +1045,8 @@ def test_logged_in_users_see_only_their_own_hooks(app):
 def test_sysadmins_too_see_only_their_own_hooks(app):
     admin = factories.SysadminWithToken()
     user = factories.User()
-    theirs = helpers.call_action("webhook_create",
-                                 context={"user": user["name"]},
-                                 topic="dataset/create", address=ADDRESS)
-    mine = helpers.call_action("webhook_create",
-                               context={"user": admin["name"]},
-                               topic="dataset/update", address=ADDRESS)
+    theirs = HookFactory(user=user)["id"]
+    mine = HookFactory(user=admin, topic="dataset/update")["id"]
     page = Browser(app, {"Authorization": admin["token"]}).get("/webhooks")
     assert mine in page.body
     assert theirs not in page.body
@@ -1114,9 +1054,7 @@ def test_sysadmins_too_see_only_their_own_hooks(app):
 
 def test_the_anonymous_page_never_lists_hooks(app):
     user = factories.User()
-    ids = [_anonymous_hook(),
-           helpers.call_action("webhook_create", context={"user": user["name"]},
-                               topic="dataset/create", address=ADDRESS)]
+    ids = [HookFactory()["id"], HookFactory(user=user)["id"]]
     browser = Browser(app)
     created = _hook_id_from(browser.submit(
         browser.get("/webhooks"), "/webhooks", topics=["dataset/create"],
@@ -1143,12 +1081,12 @@ def test_dataset_organization_and_group_pages_link_to_a_webhook(app):
             ("/group/about/" + group["name"], "group", group["name"])):
         page = app.get(url)
         assert page.status_code == 200, url
-        link = re.search(r'<a [^>]*href="(/webhooks\?[^"]*)"', page.body)
-        assert link, url
-        assert html.unescape(link.group(1)) == "/webhooks?{}={}#create" \
-            .format(kind, name), url
+        links = _html(page).cssselect('a[href^="/webhooks?"]')
+        assert links, url
+        link = links[0].get("href")
+        assert link == "/webhooks?{}={}#create".format(kind, name), url
         # it leads to the form with the filter filled in
-        form = app.get(html.unescape(link.group(1)).split("#")[0])
+        form = app.get(link.split("#")[0])
         assert _input_value(form, "field-" + kind) == name
 
 
@@ -1157,9 +1095,8 @@ def test_the_dashboard_leads_to_ones_own_webhooks(app):
     page = Browser(app, {"Authorization": user["token"]}).get(
         "/dashboard/datasets")
     assert page.status_code == 200
-    tab = re.search(r'<a [^>]*href="/webhooks"[^>]*>.*?</a>', page.body,
-                    re.S)
-    assert tab and "My Webhooks" in tab.group(0)
+    tabs = _html(page).cssselect('a[href="/webhooks"]')
+    assert tabs and "My Webhooks" in _text(tabs[0])
 
 
 # --- /ckan-admin/webhooks ----------------------------------------------------
@@ -1172,18 +1109,16 @@ def test_the_admin_page_is_for_sysadmins_only(app):
     admin = factories.SysadminWithToken()
     page = Browser(app, {"Authorization": admin["token"]}).get("/ckan-admin")
     # a tab among CKAN's own admin pages
-    assert re.search(r'<a [^>]*href="/ckan-admin/webhooks"', page.body)
+    assert _html(page).cssselect('a[href="/ckan-admin/webhooks"]')
 
 
 def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
                                                          run_jobs):
     user = factories.User()
     receiver.answer("/failing", *[Answer(status=500)] * 3)
-    failing = helpers.call_action("webhook_create",
-                                  context={"user": user["name"]},
-                                  topic="resource/*",
-                                  address=receiver.url("/failing"))
-    anonymous = _anonymous_hook(receiver.url("/fine"))
+    failing = HookFactory(user=user, topic="resource/*", receiver=receiver,
+                          path="/failing")["id"]
+    anonymous = HookFactory(receiver=receiver, path="/fine")["id"]
     for hook_id in (failing, anonymous):
         helpers.call_action("webhook_ping", id=hook_id)
     run_jobs()
@@ -1194,9 +1129,8 @@ def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
     # it lists hook ids: like every webhooks page, no cache keeps it
     assert "no-store" in page.headers["Cache-Control"]
     assert page.headers["X-Frame-Options"] == "DENY"
-    rows = {hook_id: _text(row) for hook_id, row in re.findall(
-        r'<tr class="webhooks-admin-hook" data-hook-id="([^"]+)">(.*?)</tr>',
-        page.body, re.S)}
+    rows = {row.get("data-hook-id"): _text(row) for row in
+            _html(page).cssselect("tr.webhooks-admin-hook[data-hook-id]")}
     assert set(rows) == {failing, anonymous}
     assert "0 succeeded, 0 failed, 1 pending" in rows[failing]
     assert "Failing since" in rows[failing]
@@ -1209,8 +1143,7 @@ def test_the_admin_page_lists_every_hook_with_its_health(app, receiver,
         assert 'href="/webhooks/{}/delete?next=admin"'.format(hook_id) \
             in page.body
     # the queue: the failing ping waits for its retry
-    queue = _text(re.search(r'<dl class="row webhooks-queue">.*?</dl>',
-                            page.body, re.S).group(0))
+    queue = _text(_one(page, "dl.row.webhooks-queue"))
     assert re.search(r"Pending messages 1 \(the oldest created \d+ s ago, "
                      r"0 being attempted now\)", queue), queue
     assert "Due now, not yet taken 0" in queue
@@ -1236,8 +1169,7 @@ def test_the_admin_page_shows_the_workers_heartbeats_and_when_it_is_stuck(
         "'1 hour' WHERE id = :id"), {"id": gone.id})
     model.Session.commit()
     page = browser.get("/ckan-admin/webhooks")
-    workers = _text(re.search(r'<dd[^>]*id="webhooks-queue-workers">(.*?)'
-                              r'</dd>', page.body, re.S).group(1))
+    workers = _text(_one(page, "dd#webhooks-queue-workers"))
     assert workers.startswith("1 running ")
     assert "{} pid {}: seen".format(worker.hostname, worker.pid) in workers
     assert "3 attempts in flight" in workers
@@ -1246,17 +1178,16 @@ def test_the_admin_page_shows_the_workers_heartbeats_and_when_it_is_stuck(
 
     # work is due and no worker runs: stuck, and the page says why
     heartbeat.leave(worker)
-    _anonymous_hook()
-    helpers.call_action("webhook_ping", id=_anonymous_hook(
-        "http://example.org/due"))
+    HookFactory()
+    due = HookFactory(address="http://example.org/due")
+    helpers.call_action("webhook_ping", id=due["id"])
     page = browser.get("/ckan-admin/webhooks")
-    stuck = re.search(r'<div class="alert alert-danger webhooks-stuck".*?'
-                      r'</div>', page.body, re.S)
-    assert stuck and "no worker was seen" in _text(stuck.group(0))
+    stuck = _one(page, "div.alert.alert-danger.webhooks-stuck")
+    assert "no worker was seen" in _text(stuck)
 
 
 def test_deleting_from_the_admin_page_returns_to_it(app):
-    hook_id = _anonymous_hook()
+    hook_id = HookFactory()["id"]
     admin = factories.SysadminWithToken()
     browser = Browser(app, {"Authorization": admin["token"]})
     confirm = browser.get("/webhooks/{}/delete?next=admin".format(hook_id))
@@ -1264,7 +1195,7 @@ def test_deleting_from_the_admin_page_returns_to_it(app):
     page = browser.submit(confirm, "/webhooks/{}/delete".format(hook_id))
     assert page.request.path == "/ckan-admin/webhooks"
     assert any("The webhook was deleted" in f for f in _flashes(page))
-    assert hook_id not in _hook_ids()
+    assert hook_id not in hook_ids()
 
 
 # --- translations ------------------------------------------------------------
