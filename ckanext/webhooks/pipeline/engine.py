@@ -6,10 +6,15 @@ events, composes them, sends them, records their outcomes, and claims more
 as attempts finish: a slow attempt holds only its own slot, never a batch.
 
 - ``concurrency`` attempts are in flight at most; a receiver (scheme, host
-  and port) gets at most ``max_per_host`` of them at once. Messages for a
-  busy receiver wait in a queue of their own, outside the sending capacity;
-  when that queue is long, the receiver's hooks are left out of the next
-  claims, so a hung receiver's backlog stays in the database.
+  and port) gets at most ``max_per_host`` of them at once. An attempt still
+  waiting for its answer after ``SLOW_AFTER`` seconds is set aside: it no
+  longer counts against ``concurrency`` (an idle connection costs little),
+  so hung receivers cannot take the capacity healthy ones need; at most
+  ``SLOW_FACTOR`` times ``concurrency`` attempts are in flight in all.
+  Messages for a busy receiver wait in a queue of their own, outside the
+  sending capacity; when that queue is long, the receiver's hooks are left
+  out of the next claims, so a hung receiver's backlog stays in the
+  database.
 - All database work runs on one thread of its own, so the event loop keeps
   reading answers while a claim or a record is written.
 - PostgreSQL is the source of truth. The engine wakes when an event or a
@@ -38,6 +43,11 @@ from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import Transport
 
 log = logging.getLogger(__name__)
+
+# seconds after which an attempt in flight no longer counts against the
+# sending capacity, and the bound on all attempts in flight, in capacities
+SLOW_AFTER = 1.0
+SLOW_FACTOR = 4
 
 # seconds between looks for due work when nothing wakes the engine
 POLL = 1.0
@@ -108,6 +118,7 @@ class Engine:
         self._release: list[
             tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
         self._in_flight = 0
+        self._set_aside = 0  # attempts in flight for over SLOW_AFTER
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -253,7 +264,7 @@ class Engine:
                                       FAN_OUT_BATCH)
             self._events_waiting = fanned >= FAN_OUT_BATCH
             busy = busy or fanned > 0
-        room = 2 * self.capacity - self._in_flight - len(self._ready)
+        room = 2 * self.capacity - self._counted() - len(self._ready)
         if room >= max(1, self.capacity // 4) or (
                 room > 0 and self._in_flight == 0):
             size = min(room, CLAIM_MAX)
@@ -290,7 +301,8 @@ class Engine:
                 if host in busy]
 
     def _start_sends(self) -> None:
-        while self._ready and self._in_flight < self.capacity:
+        while self._ready and self._counted() < self.capacity \
+                and self._in_flight < SLOW_FACTOR * self.capacity:
             message = self._ready.popleft()
             if message.hook_id in self._parked and message.event_id:
                 self._parked[message.hook_id].append(message)
@@ -328,12 +340,32 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _counted(self) -> int:
+        """Attempts in flight that count against the sending capacity."""
+        return self._in_flight - self._set_aside
+
     async def _send(self, message: ClaimedMessage) -> None:
+        aside = False
+
+        def set_aside() -> None:  # still no answer: make room for others
+            nonlocal aside
+            aside = True
+            self._set_aside += 1
+            self.stats["set_aside"] += 1
+            if not self._stopping:
+                self._start_sends()
+                self._wake()
+
+        assert self._loop is not None  # running
+        timer = self._loop.call_later(SLOW_AFTER, set_aside)
         try:
             message.outcome = await self._transport.post(
                 message.address, message.id, message.body, message.secrets)
         finally:
+            timer.cancel()
             self._in_flight -= 1
+            if aside:
+                self._set_aside -= 1
             self._active[message.host] -= 1
             if message.outcome is not None:
                 self._finished.append(message)

@@ -199,3 +199,25 @@ def test_hundreds_of_attempts_in_flight_from_one_worker(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_hung_attempts_are_set_aside_and_free_the_capacity(
+        workers, receiver, hostile):
+    """Twice as many hung receivers as the worker's capacity, ahead of a
+    healthy one in the queue: the attempts waiting on them stop counting
+    against the capacity after a second, so the healthy ping goes out long
+    before the hung attempts time out (10 s each, twice in a row before)."""
+    for n in range(8):
+        hook_id = helpers.call_action(
+            "webhook_create", topic="dataset/*", address=hostile(
+                "hang").url("/{}".format(n)))
+        helpers.call_action("webhook_ping", id=hook_id)
+    healthy = helpers.call_action("webhook_create", topic="dataset/*",
+                                  address=receiver.url("/healthy"))
+    helpers.call_action("webhook_ping", id=healthy)
+    started = time.monotonic()
+    _worker(workers, **{"ckanext.webhooks.concurrency": 4})
+    got = receiver.wait_for(1, path="/healthy", timeout=15)
+    assert got and got[0].json["type"] == "webhook/ping"
+    # the worker's start-up (a second or two) and two rounds of set-aside
+    assert time.monotonic() - started < 8
