@@ -4,10 +4,12 @@ import ckan.plugins.toolkit as tk
 from ckan.lib.plugins import DefaultTranslation
 
 from ckanext.webhooks import response_headers, subscriptions, tables
+from ckanext.webhooks.logic import validators
 
 # the extension's options, validated by the validators of
 # config_declaration.yaml
 OPTION_PREFIX = "ckanext.webhooks."
+RETRY_SCHEDULE = OPTION_PREFIX + "retry_schedule"
 
 
 def check_config(config) -> None:
@@ -19,6 +21,13 @@ def check_config(config) -> None:
     _, errors = config_declaration.validate(config)
     ours = {str(key): issues for key, issues in errors.items()
             if str(key).startswith(OPTION_PREFIX)}
+    # checked here, not by a validator named in the declaration: CKAN 2.12
+    # validates the declaration before it knows the validators of plugins
+    try:
+        validators.webhooks_retry_schedule(
+            config.get(RETRY_SCHEDULE), {})
+    except tk.Invalid as e:
+        ours[RETRY_SCHEDULE] = [e.error]
     if ours:
         raise CkanConfigurationException(
             "Invalid configuration values provided:\n" + "\n".join(
@@ -32,7 +41,6 @@ def check_config(config) -> None:
 @tk.blanket.cli
 @tk.blanket.config_declarations
 @tk.blanket.helpers
-@tk.blanket.validators
 class WebhooksPlugin(DefaultTranslation, p.SingletonPlugin):
     p.implements(p.ITranslation)
     p.implements(p.IConfigurer)

@@ -1,16 +1,15 @@
-"""Validators of the extension's config options (``validators:`` in
-config_declaration.yaml), registered with ``@tk.blanket.validators``.
+"""Validators of the extension's config options that CKAN has none for.
 
-The schemas of the actions are marshmallow schemas (schema.py); these are
-CKAN validators because CKAN's config declaration runs CKAN validators.
+``plugin.check_config`` runs them at start-up, beside the core validators
+that config_declaration.yaml names. They are not named in the declaration:
+CKAN 2.12 validates the declaration before it knows plugins' validators.
+(The schemas of the actions are marshmallow schemas: schema.py.)
 """
 from __future__ import annotations
 
 from typing import Any
 
 import ckan.plugins.toolkit as tk
-
-__all__ = ["webhooks_retry_schedule"]
 
 # the longest schedule: a message is attempted at most this often
 MAX_RETRIES = 50

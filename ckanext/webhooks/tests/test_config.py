@@ -67,7 +67,7 @@ def test_every_option_has_a_description_an_example_and_numbers_a_validator():
     for key, option in _declared().items():
         assert option.get("description", "").strip(), key
         assert "example" in option, key
-        if option.get("type") in ("int", "list"):
+        if option.get("type") == "int":
             assert option.get("validators"), key
 
 
