@@ -5,8 +5,8 @@ answers, limits on header lines and counts). Two things no library does are
 kept here:
 
 - **The pin.** Every attempt resolves and vets the address first
-  (``addresses.pin``, in a thread pool of its own so a slow DNS server delays
-  only its own hooks), then connects to exactly the vetted IP: aiohttp asks
+  (``addresses.pin``; a name in a thread pool of its own so a slow DNS server
+  delays only its own hooks, an IP literal at once), then connects to exactly the vetted IP: aiohttp asks
   ``_VettedResolver``, which answers with that IP and never with DNS. The URL
   keeps the host name, so TLS verifies the certificate for the name, and a
   name that resolves to a public IP at the check and a private one a moment
