@@ -6,11 +6,12 @@ kept here:
 
 - **The pin.** Every attempt resolves and vets the address first
   (``addresses.pin``; a name in a thread pool of its own so a slow DNS server
-  delays only its own hooks, an IP literal at once), then connects to exactly the vetted IP: aiohttp asks
-  ``_VettedResolver``, which answers with that IP and never with DNS. The URL
-  keeps the host name, so TLS verifies the certificate for the name, and a
-  name that resolves to a public IP at the check and a private one a moment
-  later (DNS rebinding) cannot slip through.
+  delays only its own hooks, an IP literal at once), then connects to
+  exactly the vetted IP: aiohttp asks ``_VettedResolver``, which answers
+  with that IP and never with DNS. The URL keeps the host name, so TLS
+  verifies the certificate for the name, and a name that resolves to a
+  public IP at the check and a private one a moment later (DNS rebinding)
+  cannot slip through.
 - **One deadline around the whole attempt**: vetting, connecting, sending,
   headers trickled byte by byte and the body all end at ``timeout``.
 
