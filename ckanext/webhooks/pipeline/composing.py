@@ -61,6 +61,17 @@ class Views:
             self.events[event_id] = model.Session.get(Event, event_id)
         return self.events[event_id]
 
+    def load_events(self, event_ids: set[str]) -> None:
+        """Look up the events of a claim with one query, not one each."""
+        missing = [i for i in event_ids if i not in self.events]
+        if not missing:
+            return
+        for event in model.Session.query(Event).filter(
+                Event.id.in_(missing)):
+            self.events[event.id] = event
+        for event_id in missing:
+            self.events.setdefault(event_id, None)  # deleted meanwhile
+
     def challenge_attempts(self, hook_id: str) -> int:
         """Attempts of all the hook's challenges (this one's included): an
         address is challenged three times in all, however often it is asked
@@ -181,6 +192,7 @@ def compose(messages: list[ClaimedMessage], views: Views) -> None:
     """Decide every claimed message: what it carries and where it goes;
     ``messages`` end up in the order of their events."""
     hooks = _hooks(messages)
+    views.load_events({m.event_id for m in messages if m.event_id})
     now = utcnow()
     for message in messages:
         hook = message.hook = hooks.get(message.hook_id)

@@ -5,12 +5,13 @@ answers, limits on header lines and counts). Two things no library does are
 kept here:
 
 - **The pin.** Every attempt resolves and vets the address first
-  (``addresses.pin``, in a thread pool of its own so a slow DNS server delays
-  only its own hooks), then connects to exactly the vetted IP: aiohttp asks
-  ``_VettedResolver``, which answers with that IP and never with DNS. The URL
-  keeps the host name, so TLS verifies the certificate for the name, and a
-  name that resolves to a public IP at the check and a private one a moment
-  later (DNS rebinding) cannot slip through.
+  (``addresses.pin``; a name in a thread pool of its own so a slow DNS server
+  delays only its own hooks, an IP literal at once), then connects to
+  exactly the vetted IP: aiohttp asks ``_VettedResolver``, which answers
+  with that IP and never with DNS. The URL keeps the host name, so TLS
+  verifies the certificate for the name, and a name that resolves to a
+  public IP at the check and a private one a moment later (DNS rebinding)
+  cannot slip through.
 - **One deadline around the whole attempt**: vetting, connecting, sending,
   headers trickled byte by byte and the body all end at ``timeout``.
 
@@ -19,6 +20,7 @@ Nothing here touches the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -27,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -113,6 +116,22 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_an_ip(address: str) -> bool:
+    """Whether the address's host is an IP literal: vetting it resolves
+    nothing (no DNS server to wait for), so it needs no thread."""
+    try:
+        host = urlsplit(address).hostname or ""
+    except ValueError:
+        return False
+    return "%" not in host and _is_ip(host)
+
+
+# one deadline around the whole attempt, in the attempt's own task
+# (``asyncio.timeout``, Python 3.11+) rather than in a task of its own
+_deadline = getattr(asyncio, "timeout", None)
 
 
 class _VettedResolver(AbstractResolver):
@@ -211,9 +230,13 @@ class Transport:
             return int((time.monotonic() - started) * 1000)
 
         try:
-            return await asyncio.wait_for(
-                self._post(address, message_id, body, secrets, elapsed),
-                self.timeout)
+            if _deadline is None:  # Python 3.10
+                return await asyncio.wait_for(
+                    self._post(address, message_id, body, secrets, elapsed),
+                    self.timeout)
+            async with _deadline(self.timeout):
+                return await self._post(address, message_id, body, secrets,
+                                        elapsed)
         except asyncio.TimeoutError:
             return Outcome(None, "timeout after {:g}s".format(self.timeout),
                            elapsed())
@@ -224,10 +247,12 @@ class Transport:
 
     async def _post(self, address: str, message_id: str, body: str,
                     secrets: list[str], elapsed) -> Outcome:
-        loop = asyncio.get_running_loop()
         try:
-            pinned = await loop.run_in_executor(self._dns, addresses.pin,
-                                                address)
+            if _names_an_ip(address):
+                pinned = addresses.pin(address)
+            else:
+                pinned = await asyncio.get_running_loop().run_in_executor(
+                    self._dns, addresses.pin, address)
         except addresses.AddressRefused as e:
             return Outcome(None, "refused: " + str(e), elapsed())
         if not _is_ip(pinned.hostname):
