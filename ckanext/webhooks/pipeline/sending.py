@@ -20,6 +20,7 @@ Nothing here touches the database.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import socket
@@ -188,6 +189,15 @@ def _describe(error: BaseException) -> str:
     return "connection error: " + type(error).__name__
 
 
+def _closed_under_us(error: BaseException) -> bool:
+    """Whether an attempt failed because the receiver had closed the
+    connection it went out on (not because no connection could be made)."""
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return True
+    return not isinstance(error, aiohttp.ClientConnectorError) and \
+        getattr(error, "errno", None) in (errno.ECONNRESET, errno.EPIPE)
+
+
 class Transport:
     """Sends attempts; one per event loop. Connections are kept alive per
     receiver and reused by later attempts."""
@@ -277,10 +287,12 @@ class Transport:
             try:
                 return await self._exchange(session, url, payload, headers,
                                             elapsed)
-            except aiohttp.ServerDisconnectedError:
-                # a kept-alive connection the receiver had just closed:
-                # once more, on a new connection
-                if last_try:
+            except (aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError) as e:
+                # a kept-alive connection the receiver had just closed
+                # (seen as a disconnect, or as a reset or broken pipe when
+                # the request went out first): once more, on a new one
+                if last_try or not _closed_under_us(e):
                     raise
         raise AssertionError("unreachable")
 
