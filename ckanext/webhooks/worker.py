@@ -15,6 +15,7 @@ On stop the engine claims nothing more, finishes the attempts in flight
 """
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -84,6 +85,11 @@ def run_worker(burst: bool = False) -> None:
         run_burst()
         return
 
+    # CKAN, its plugins and SQLAlchemy are loaded and live as long as the
+    # worker: out of the collector's sight, so that its full collections,
+    # which the many short-lived objects of attempts set off, do not walk
+    # them every time (measured: about 15% of the CPU per delivery)
+    gc.freeze()
     engine = EngineThread().start()
     listener = listening.Listener(engine.engine).start()
     engine.engine.listening = listener.listening

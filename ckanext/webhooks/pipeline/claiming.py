@@ -121,7 +121,7 @@ class ClaimedMessage:
                  "attempts", "created", "test", "lease", "new_body", "hook",
                  "secrets", "address", "host", "sequence", "outcome",
                  "state", "error", "next_attempt", "started", "order",
-                 "promoted")
+                 "promoted", "task", "clock", "aside", "expired")
 
     def __init__(self, row: Any, lease: datetime.datetime):
         (self.id, self.hook_id, self.event_id, self.type, self.data,
@@ -142,3 +142,10 @@ class ClaimedMessage:
         self.error: Optional[str] = None
         self.next_attempt: Optional[datetime.datetime] = None
         self.started: Optional[datetime.datetime] = None
+        # while its attempt is in flight (the engine's): its task, when it
+        # started (loop time), whether it was set aside as slow, whether
+        # its deadline ended it
+        self.task: Any = None
+        self.clock = 0.0
+        self.aside = False
+        self.expired = False

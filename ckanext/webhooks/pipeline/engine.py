@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 # sending capacity, and the bound on all attempts in flight, in capacities
 SLOW_AFTER = 1.0
 SLOW_FACTOR = 4
+# seconds between looks at the attempts in flight: one timer for all of them
+# sets slow ones aside and ends those past the deadline (``timeout``), so
+# their end can come this much late
+WATCH = 0.1
 
 # seconds between looks for due work when nothing wakes the engine
 POLL = 1.0
@@ -55,6 +59,9 @@ POLL = 1.0
 FAN_OUT_BATCH = 200
 # messages in one claim at the most
 CLAIM_MAX = 500
+# messages composed in one go: the first of a claim go out while the rest
+# are composed (a burst of small events needs a package_show each)
+COMPOSE_CHUNK = 100
 # messages kept waiting for one busy receiver; past that its hooks are left
 # out of claims until the queue shrinks
 WAITING_PER_HOST = 100
@@ -95,6 +102,12 @@ class Engine:
         # the same messages again
         self._leases = ThreadPoolExecutor(1,
                                           thread_name_prefix="webhooks-lease")
+        # outcomes are recorded on a connection of their own too, while the
+        # next messages are claimed and composed; one batch at a time
+        self._records = ThreadPoolExecutor(
+            1, thread_name_prefix="webhooks-record")
+        self._recording: Optional[asyncio.Task] = None
+        self._record_error: Optional[Exception] = None
         # bound to the running loop when first used (Python 3.10+)
         self._lease_lock = asyncio.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -119,6 +132,8 @@ class Engine:
             tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
         self._in_flight = 0
         self._set_aside = 0  # attempts in flight for over SLOW_AFTER
+        # attempts in flight, by message id, oldest first
+        self._flight: dict[str, ClaimedMessage] = {}
         self._tasks: set[asyncio.Task] = set()
         self.started = threading.Event()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -171,8 +186,10 @@ class Engine:
             tk.config.get("ckanext.webhooks.max_response_bytes"))
         Engine.current = self
         self.started.set()
+        self._transport.open()  # the TLS context loads before any attempt
         renewing = asyncio.ensure_future(
             self._renew_every(claiming.lease_seconds() / 4))
+        watching = asyncio.ensure_future(self._watch_every(WATCH))
         next_sweep = time.monotonic() + (0 if self.burst
                                          else self.sweep_interval)
         next_beat = time.monotonic()
@@ -212,8 +229,11 @@ class Engine:
                     await self._sleep(POLL)
         finally:
             renewing.cancel()
+            watching.cancel()
             for task in list(self._tasks):
                 task.cancel()
+            if self._recording is not None:
+                self._recording.cancel()
             await self._transport.close()
             if not self.burst:
                 await self._leave()
@@ -221,6 +241,7 @@ class Engine:
                 Engine.current = None
             self._db.shutdown(wait=True)
             self._leases.shutdown(wait=True)
+            self._records.shutdown(wait=True)
 
     async def _sleep(self, seconds: float) -> None:
         if self._finished or self._release:
@@ -234,17 +255,13 @@ class Engine:
     async def _step(self) -> bool:
         """One round; True when there is more to do at once."""
         busy = False
-        if self._finished:
+        if self._record_error is not None:  # the database went away
+            error, self._record_error = self._record_error, None
+            raise error
+        if self._finished and self._recording is None:
             batch, self._finished = self._finished, []
-            try:
-                opened = await self._call(outcomes.record, batch)
-            except Exception:
-                self._finished = batch + self._finished
-                raise
-            for message in batch:
-                self._held.pop(message.id, None)
-            self.stats["recorded"] += len(batch)
-            self._hold_back(opened)
+            assert self._loop is not None  # running
+            self._recording = self._loop.create_task(self._record(batch))
             busy = True
         if self._stopping:
             for message in self._ready:
@@ -258,7 +275,7 @@ class Engine:
         if self._release:
             await self._give_back()
         if self._stopping:
-            return bool(self._finished)
+            return bool(self._finished) and self._recording is None
         if self._events_waiting:
             fanned = await self._call(matching.fan_out_waiting,
                                       FAN_OUT_BATCH)
@@ -273,23 +290,51 @@ class Engine:
         self._start_sends()
         return busy or bool(self._finished)
 
+    async def _record(self, batch: list[ClaimedMessage]) -> None:
+        """Record a batch of outcomes beside the sending and claiming."""
+        assert self._loop is not None  # running
+        try:
+            opened = await self._loop.run_in_executor(
+                self._records, functools.partial(
+                    _in_session, outcomes.record, batch))
+        except Exception as e:  # again later; ``_step`` reports it
+            self._finished = batch + self._finished
+            self._record_error = e
+            return
+        finally:
+            self._recording = None
+            self._wake()
+        for message in batch:
+            self._held.pop(message.id, None)
+        self.stats["recorded"] += len(batch)
+        self._hold_back(opened)
+        if not self._stopping:
+            self._start_sends()
+
     async def _claim(self, size: int) -> int:
         rows, lease = await self._call(claiming.claim, size,
                                        self._excluded_hooks())
         if not rows:
             return 0
         messages = [ClaimedMessage(row, lease) for row in rows]
-        views = composing.Views()
-        await self._call(composing.compose, messages, views)
         self.stats["claimed"] += len(messages)
+        views = composing.Views()
+        for start in range(0, len(messages), COMPOSE_CHUNK):
+            # the first go out while the next are composed
+            chunk = messages[start:start + COMPOSE_CHUNK]
+            # held (and so renewed) from here; a failure leaves the rest
+            # to the lease
+            await self._call(composing.compose, chunk, views)
+            for message in chunk:
+                self._held[message.id] = message
+                if message.state == "send":
+                    self._hook_hosts[message.hook_id] = message.host
+                    self._ready.append(message)
+                else:
+                    self._finished.append(message)
+            if not self._stopping:
+                self._start_sends()
         self.stats["views"] += views.views_computed
-        for message in messages:
-            self._held[message.id] = message
-            if message.state == "send":
-                self._hook_hosts[message.hook_id] = message.host
-                self._ready.append(message)
-            else:
-                self._finished.append(message)
         return len(rows)
 
     def _excluded_hooks(self) -> list[str]:
@@ -336,7 +381,9 @@ class Engine:
         self._active[message.host] += 1
         message.started = utcnow()
         assert self._loop is not None  # running
-        task = self._loop.create_task(self._send(message))
+        message.clock = self._loop.time()
+        task = message.task = self._loop.create_task(self._send(message))
+        self._flight[message.id] = message
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -345,26 +392,25 @@ class Engine:
         return self._in_flight - self._set_aside
 
     async def _send(self, message: ClaimedMessage) -> None:
-        aside = False
-
-        def set_aside() -> None:  # still no answer: make room for others
-            nonlocal aside
-            aside = True
-            self._set_aside += 1
-            self.stats["set_aside"] += 1
-            if not self._stopping:
-                self._start_sends()
-                self._wake()
-
-        assert self._loop is not None  # running
-        timer = self._loop.call_later(SLOW_AFTER, set_aside)
         try:
             message.outcome = await self._transport.post(
-                message.address, message.id, message.body, message.secrets)
+                message.address, message.id, message.body, message.secrets,
+                deadline=False)
+        except asyncio.CancelledError:
+            if not message.expired:  # stopping
+                raise
+            # the watch ended it at its deadline
+            task = message.task
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            assert self._loop is not None  # running
+            message.outcome = self._transport.timed_out(
+                int((self._loop.time() - message.clock) * 1000))
         finally:
-            timer.cancel()
+            self._flight.pop(message.id, None)
+            message.task = None
             self._in_flight -= 1
-            if aside:
+            if message.aside:
                 self._set_aside -= 1
             self._active[message.host] -= 1
             if message.outcome is not None:
@@ -388,6 +434,42 @@ class Engine:
             if not self._stopping:
                 self._start_sends()
             self._wake()
+
+    async def _watch_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self._watch()
+
+    def _watch(self) -> None:
+        """Set aside the attempts still waiting for an answer after
+        ``SLOW_AFTER`` (they no longer count against ``concurrency``: hung
+        receivers cannot take the capacity healthy ones need), and end
+        those past the deadline."""
+        assert self._loop is not None  # running
+        now = self._loop.time()
+        slow = now - SLOW_AFTER
+        late = now - self._transport.timeout
+        aside = []
+        expired = []
+        for message in self._flight.values():  # oldest first
+            if message.clock > slow:
+                break
+            if message.clock <= late:
+                expired.append(message)
+            elif not message.aside:
+                aside.append(message)
+        for message in expired:
+            message.expired = True
+            if message.task is not None:
+                message.task.cancel()
+        if aside:
+            for message in aside:
+                message.aside = True
+            self._set_aside += len(aside)
+            self.stats["set_aside"] += len(aside)
+            if not self._stopping:
+                self._start_sends()
+                self._wake()
 
     def _count_failure(self, message: ClaimedMessage) -> None:
         """Park a hook's other messages as soon as it failed often enough in

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL as _URL
 
 from ckanext.webhooks import __version__, addresses
 from ckanext.webhooks.pipeline import bodies
@@ -210,8 +211,10 @@ class Transport:
         self._dns = ThreadPoolExecutor(dns_threads,
                                        thread_name_prefix="webhooks-dns")
         self._session: Optional[aiohttp.ClientSession] = None
+        self._literals: dict[str, tuple[addresses.Pinned, str]] = {}
 
-    def _open(self) -> aiohttp.ClientSession:
+    def open(self) -> aiohttp.ClientSession:
+        """The session (made on first use, inside the running loop)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=self._resolver, use_dns_cache=False, limit=0,
@@ -231,15 +234,22 @@ class Transport:
         self._dns.shutdown(wait=False)
 
     async def post(self, address: str, message_id: str, body: str,
-                   secrets: list[str]) -> Outcome:
+                   secrets: list[str], deadline: bool = True) -> Outcome:
         """POST one signed message and say what happened; never raises
-        (but for cancellation)."""
+        (but for cancellation).
+
+        ``deadline=False``: no deadline of its own; the caller cancels the
+        attempt when its time is up (the engine watches all its attempts
+        with one timer instead of one each)."""
         started = time.monotonic()
 
         def elapsed() -> int:
             return int((time.monotonic() - started) * 1000)
 
         try:
+            if not deadline:
+                return await self._post(address, message_id, body, secrets,
+                                        elapsed)
             if _deadline is None:  # Python 3.10
                 return await asyncio.wait_for(
                     self._post(address, message_id, body, secrets, elapsed),
@@ -248,29 +258,46 @@ class Transport:
                 return await self._post(address, message_id, body, secrets,
                                         elapsed)
         except asyncio.TimeoutError:
-            return Outcome(None, "timeout after {:g}s".format(self.timeout),
-                           elapsed())
+            return self.timed_out(elapsed())
         except asyncio.CancelledError:
             raise
         except Exception as e:
             return Outcome(None, _describe(e), elapsed())
 
+    def timed_out(self, duration_ms: int) -> Outcome:
+        return Outcome(None, "timeout after {:g}s".format(self.timeout),
+                       duration_ms)
+
+    def _target(self, address: str) -> tuple[addresses.Pinned, str]:
+        """The vetted address and the URL aiohttp is given (raises
+        AddressRefused). A name is resolved and vetted again for every
+        attempt (in a thread: see ``_post``); an IP literal's verdict
+        cannot change while the worker runs, so it is kept."""
+        kept = self._literals.get(address)
+        if kept is not None:
+            return kept
+        pinned = addresses.pin(address)
+        host = "[{}]".format(pinned.hostname) if ":" in pinned.hostname \
+            else pinned.hostname
+        target = (pinned, "{}://{}:{}{}".format(
+            pinned.scheme, host, pinned.port, pinned.target))
+        if _names_an_ip(address):
+            if len(self._literals) >= 10000:
+                self._literals.clear()
+            self._literals[address] = target
+        return target
+
     async def _post(self, address: str, message_id: str, body: str,
                     secrets: list[str], elapsed) -> Outcome:
         try:
             if _names_an_ip(address):
-                pinned = addresses.pin(address)
+                pinned, url = self._target(address)
             else:
-                pinned = await asyncio.get_running_loop().run_in_executor(
-                    self._dns, addresses.pin, address)
+                pinned, url = await asyncio.get_running_loop(
+                ).run_in_executor(self._dns, self._target, address)
+                self._resolver.ips[pinned.hostname.lower()] = pinned.ip
         except addresses.AddressRefused as e:
             return Outcome(None, "refused: " + str(e), elapsed())
-        if not _is_ip(pinned.hostname):
-            self._resolver.ips[pinned.hostname.lower()] = pinned.ip
-        host = "[{}]".format(pinned.hostname) if ":" in pinned.hostname \
-            else pinned.hostname
-        url = "{}://{}:{}{}".format(pinned.scheme, host, pinned.port,
-                                    pinned.target)
         timestamp = int(time.time())
         headers = {
             "Host": pinned.host_header,
@@ -282,7 +309,7 @@ class Transport:
                                              secrets),
         }
         payload = body.encode()
-        session = self._open()
+        session = self.open()
         for last_try in (False, True):
             try:
                 return await self._exchange(session, url, payload, headers,
@@ -299,8 +326,7 @@ class Transport:
     async def _exchange(self, session: aiohttp.ClientSession, url: str,
                         payload: bytes, headers: dict[str, str],
                         elapsed) -> Outcome:
-        import yarl
-        async with session.post(yarl.URL(url, encoded=True), data=payload,
+        async with session.post(_URL(url, encoded=True), data=payload,
                                 headers=headers,
                                 allow_redirects=False) as response:
             retry_after = retry_after_seconds(
