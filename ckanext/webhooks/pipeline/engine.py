@@ -227,6 +227,9 @@ class Engine:
                     break
                 if not busy:
                     await self._sleep(POLL)
+                else:  # a round need not have waited for anything: let
+                    # the loop run the attempts before the next one
+                    await asyncio.sleep(0)
         finally:
             renewing.cancel()
             watching.cancel()
@@ -261,8 +264,8 @@ class Engine:
         if self._finished and self._recording is None:
             batch, self._finished = self._finished, []
             assert self._loop is not None  # running
+            # it wakes the engine when done
             self._recording = self._loop.create_task(self._record(batch))
-            busy = True
         if self._stopping:
             for message in self._ready:
                 self._release.append((message, None))
@@ -288,7 +291,7 @@ class Engine:
             claimed = await self._claim(size)
             busy = busy or claimed >= size
         self._start_sends()
-        return busy or bool(self._finished)
+        return busy or (bool(self._finished) and self._recording is None)
 
     async def _record(self, batch: list[ClaimedMessage]) -> None:
         """Record a batch of outcomes beside the sending and claiming."""

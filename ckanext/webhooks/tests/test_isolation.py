@@ -221,3 +221,51 @@ def test_hung_attempts_are_set_aside_and_free_the_capacity(
     assert got and got[0].json["type"] == "webhook/ping"
     # the worker's start-up (a second or two) and two rounds of set-aside
     assert time.monotonic() - started < 8
+
+
+def test_waves_of_answers_keep_coming_while_outcomes_are_recorded(
+        workers):
+    """200 receivers answering after 0.1 s, 20 attempts in flight: ten
+    waves of answers, each recorded while the next wave goes out. The
+    engine must keep the event loop running meanwhile; one that spun
+    between rounds (outcomes waiting for a record under way, nothing to
+    await) held every answer until its next heartbeat, 5 s a wave."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    arrivals = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                arrivals.append(time.monotonic())
+            time.sleep(0.1)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 512
+
+    server = Server(("0.0.0.0", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for n in range(200):
+            helpers.call_action(
+                "webhook_create", topic="dataset/create",
+                address="http://127.0.2.{}:{}/".format(n + 1, port))
+        _worker(workers, **{"ckanext.webhooks.concurrency": 20})
+        factories.Dataset()
+        deadline = time.monotonic() + 60
+        while len(arrivals) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(arrivals) == 200
+        # ten waves of 0.1 s (and the worker's CPU on a small machine)
+        assert max(arrivals) - min(arrivals) < 5
+    finally:
+        server.shutdown()
+        server.server_close()
