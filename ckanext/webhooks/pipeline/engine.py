@@ -114,6 +114,10 @@ class Engine:
         self._wakeup: Optional[asyncio.Event] = None
         self._stopping = False
         self._events_waiting = True
+        # notifications of events so far: one that comes while waiting
+        # events are being fanned out may be about an event committed too
+        # late for that round, so it calls for another
+        self._event_calls = 0
         self._held: dict[str, ClaimedMessage] = {}
         self._ready: collections.deque[ClaimedMessage] = collections.deque()
         self._waiting: dict[tuple, collections.deque[ClaimedMessage]] = {}
@@ -166,6 +170,7 @@ class Engine:
     def _wake(self, events: bool = False) -> None:
         if events:
             self._events_waiting = True
+            self._event_calls += 1
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -280,9 +285,11 @@ class Engine:
         if self._stopping:
             return bool(self._finished) and self._recording is None
         if self._events_waiting:
+            calls = self._event_calls
             fanned = await self._call(matching.fan_out_waiting,
                                       FAN_OUT_BATCH)
-            self._events_waiting = fanned >= FAN_OUT_BATCH
+            self._events_waiting = fanned >= FAN_OUT_BATCH \
+                or self._event_calls != calls
             busy = busy or fanned > 0
         room = 2 * self.capacity - self._counted() - len(self._ready)
         if room >= max(1, self.capacity // 4) or (
