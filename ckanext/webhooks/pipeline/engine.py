@@ -108,6 +108,9 @@ class Engine:
             1, thread_name_prefix="webhooks-record")
         self._recording: Optional[asyncio.Task] = None
         self._record_error: Optional[Exception] = None
+        # batches recorded so far: a record that ends while a round claims
+        # may have made retries due that the claim did not see yet
+        self._records_done = 0
         # bound to the running loop when first used (Python 3.10+)
         self._lease_lock = asyncio.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -263,6 +266,7 @@ class Engine:
     async def _step(self) -> bool:
         """One round; True when there is more to do at once."""
         busy = False
+        records_done = self._records_done
         if self._record_error is not None:  # the database went away
             error, self._record_error = self._record_error, None
             raise error
@@ -298,7 +302,8 @@ class Engine:
             claimed = await self._claim(size)
             busy = busy or claimed >= size
         self._start_sends()
-        return busy or (bool(self._finished) and self._recording is None)
+        return busy or (bool(self._finished) and self._recording is None) \
+            or self._records_done != records_done
 
     async def _record(self, batch: list[ClaimedMessage]) -> None:
         """Record a batch of outcomes beside the sending and claiming."""
@@ -316,6 +321,7 @@ class Engine:
             self._wake()
         for message in batch:
             self._held.pop(message.id, None)
+        self._records_done += 1
         self.stats["recorded"] += len(batch)
         self._hold_back(opened)
         if not self._stopping:
@@ -332,8 +338,8 @@ class Engine:
         for start in range(0, len(messages), COMPOSE_CHUNK):
             # the first go out while the next are composed
             chunk = messages[start:start + COMPOSE_CHUNK]
-            # held (and so renewed) from here; a failure leaves the rest
-            # to the lease
+            # held (and so renewed) once composed; if composing fails,
+            # the rest stays leased and is claimed again when that ends
             await self._call(composing.compose, chunk, views)
             for message in chunk:
                 self._held[message.id] = message
