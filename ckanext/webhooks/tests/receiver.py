@@ -20,6 +20,8 @@ class Received:
     path: str
     headers: dict
     body: bytes
+    # its place among all requests, in the order they arrived
+    number: int = field(default=0, compare=False)
 
     @property
     def json(self) -> dict:
@@ -49,6 +51,10 @@ def echo_challenge(got: Received) -> Answer:
 
 class Receiver:
     def __init__(self) -> None:
+        # the requests answered, in the order they arrived: an answer may
+        # reach the sender (and the next request come and be answered)
+        # before this server's thread notes it, so the order of answering
+        # is no order the sender made
         self.requests: list[Received] = []
         # every request as soon as it arrived, before it was answered
         self.arrived: list[Received] = []
@@ -64,6 +70,7 @@ class Receiver:
                                            self.headers.items()},
                                self.rfile.read(length))
                 with receiver._lock:
+                    got.number = len(receiver.arrived)
                     receiver.arrived.append(got)
                     receiver._lock.notify_all()
                 answer = receiver._answer_for(got)
@@ -76,7 +83,11 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer.body)
                 with receiver._lock:
-                    receiver.requests.append(got)
+                    answered = receiver.requests
+                    place = len(answered)
+                    while place and answered[place - 1].number > got.number:
+                        place -= 1
+                    answered.insert(place, got)
                     receiver._lock.notify_all()
 
             def log_message(self, *args):
