@@ -5,12 +5,14 @@ event message goes out only if its hook's owner may see the event now (see
 ``access``); a body composed for an earlier attempt is sent again only then,
 and otherwise the message is dropped without a trace.
 
-Payloads are computed once per event and *view*, not once per hook: all
-anonymous hooks share one view; logged-in owners share a view when they are
-alike for this dataset (sysadmins; or the same permission labels matching
-the dataset's, and the same answer to "could they see it when it
-happened"). CKAN's ``package_show`` answers every user who may read a
-dataset alike, so this is exact. An extension that changes ``package_show``
+Payloads are computed once per event and *view*, not once per hook: owners
+share a view when they are alike for this dataset (sysadmins; or the same
+permission labels matching the dataset's, and the same answers to "could
+they see it before the change" and "as the change left it"). Anonymous
+hooks are readers with the label ``public``: they share their view with
+every owner who sees the dataset only as the public does. CKAN's
+``package_show`` answers every user who may read a dataset alike, so this
+is exact. An extension that changes ``package_show``
 per user must set ``ckanext.webhooks.shared_payloads = false``: every owner
 then gets a ``package_show`` of their own.
 """
@@ -103,14 +105,18 @@ class Views:
                 event.topic.startswith("dataset/")
                 or event.topic.startswith("resource/")):
             return ("owner", viewer.user.id if viewer.user else None)
-        if viewer.user is None:
+        if viewer.user is None and event.restricted:
+            # an anonymous hook gets no event of a private or draft dataset
             return ("anonymous",)
-        if viewer.user.sysadmin:
+        if viewer.user is not None and viewer.user.sysadmin:
             return ("sysadmin",)
+        # readers alike, anonymous ones included: the same labels matching
+        # the dataset's now (a logged-in owner who sees a public dataset as
+        # the public does shares the anonymous view), and the same sight of
+        # it before the change and as the change left it
         labels = self._dataset_labels(event.package_id)
         now = None if labels is None else frozenset(viewer.labels() & labels)
-        # what they could see before the change and as it left it
-        return ("user", access.sight(event, viewer), now)
+        return ("reader", access.sight(event, viewer), now)
 
     def payload(self, event: Event, owner_id: Optional[str]
                 ) -> tuple[Optional[str], Optional[str]]:

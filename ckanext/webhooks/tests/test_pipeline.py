@@ -111,6 +111,73 @@ def test_many_events_in_one_claim_each_owner_gets_what_they_may_see(
     assert stats["views"] < sent / 2
 
 
+def test_owners_who_see_a_public_dataset_as_the_public_share_its_view(
+        receiver):
+    member, outsider = factories.User(), factories.User()
+    sysadmin = factories.Sysadmin()
+    org = factories.Organization(users=[{"name": member["name"],
+                                         "capacity": "editor"}])
+    owners = {"anonymous": "", "member": member["name"],
+              "outsider": outsider["name"], "sysadmin": sysadmin["name"]}
+    for owner, user in owners.items():
+        HookFactory(receiver=receiver, path="/" + owner, user=user,
+                    topic="dataset/update")
+    dataset = factories.Dataset(owner_org=org["id"])
+    helpers.call_action("package_patch", id=dataset["id"], notes="patched")
+    stats = engine.run_burst()
+
+    bodies = {owner: receiver.on("/" + owner)[0].json for owner in owners}
+    assert stats["sent"] == 4
+    for owner in ("member", "outsider", "sysadmin"):
+        assert bodies[owner]["data"]["notes"] == "patched"
+        assert bodies[owner]["changes"] == bodies["anonymous"]["changes"]
+    assert bodies["member"]["data"] == bodies["anonymous"]["data"]
+    assert bodies["outsider"]["data"] == bodies["anonymous"]["data"]
+    # one package_show for the anonymous hook, the member and the outsider
+    # (each sees the dataset only because it is public), one for the
+    # sysadmin
+    assert stats["views"] == 2
+
+
+def test_readers_share_views_only_where_they_see_alike(receiver):
+    """Made public: anonymous hooks and outsiders see it as the change left
+    it, not before (no ``changes``), and share that view. Made private:
+    only members see it."""
+    member, outsider = factories.User(), factories.User()
+    org = factories.Organization(users=[{"name": member["name"],
+                                         "capacity": "member"}])
+    owners = {"anonymous": "", "member": member["name"],
+              "outsider": outsider["name"]}
+    for owner, user in owners.items():
+        HookFactory(receiver=receiver, path="/" + owner, user=user,
+                    topic="dataset/update")
+    opened = factories.Dataset(owner_org=org["id"], private=True,
+                               notes="before")
+    closed = factories.Dataset(owner_org=org["id"], notes="before")
+    helpers.call_action("package_patch", id=opened["id"], private=False,
+                        notes="after")
+    helpers.call_action("package_patch", id=closed["id"], private=True,
+                        notes="after")
+    stats = engine.run_burst()
+
+    got = {owner: {r.json["data"]["id"]: r.json
+                   for r in receiver.on("/" + owner)} for owner in owners}
+    assert set(got["anonymous"]) == set(got["outsider"]) == {opened["id"]}
+    assert set(got["member"]) == {opened["id"], closed["id"]}
+    for owner in ("anonymous", "outsider"):
+        assert got[owner][opened["id"]]["data"]["notes"] == "after"
+        assert "changes" not in got[owner][opened["id"]]
+    assert got["member"][opened["id"]]["changes"]["notes"] == {
+        "from": "before"}
+    assert got["member"][closed["id"]]["changes"]["private"] == {
+        "from": False}
+    # made public: anonymous and outsider alike, the member apart (they
+    # saw it before); made private: outsider and member apart (anonymous
+    # hooks got no message of it at all)
+    assert stats["claimed"] == 5
+    assert stats["views"] == 4
+
+
 @pytest.mark.ckan_config("ckanext.webhooks.circuit_failures", "2")
 @pytest.mark.ckan_config("ckanext.webhooks.max_per_host", "1")
 @pytest.mark.ckan_config("ckanext.webhooks.retry_schedule", "60 60")
