@@ -56,6 +56,8 @@ class Views:
         self.data: dict[tuple, Optional[str]] = {}
         self.changes: dict[tuple, Optional[str]] = {}
         self.challenges: dict[str, int] = {}
+        # per event and owner: what decides their view as a reader
+        self.readers: dict[tuple, tuple] = {}
         self.views_computed = 0
 
     def event(self, event_id: str) -> Optional[Event]:
@@ -105,27 +107,43 @@ class Views:
                 event.topic.startswith("dataset/")
                 or event.topic.startswith("resource/")):
             return ("owner", viewer.user.id if viewer.user else None)
-        if viewer.user is None and event.restricted:
+        if viewer.user is None:
             # an anonymous hook gets no event of a private or draft dataset
-            return ("anonymous",)
-        if viewer.user is not None and viewer.user.sysadmin:
+            return ("anonymous",) if event.restricted else ("public",)
+        if viewer.user.sysadmin:
             return ("sysadmin",)
-        # readers alike, anonymous ones included: the same labels matching
-        # the dataset's now (a logged-in owner who sees a public dataset as
-        # the public does shares the anonymous view), and the same sight of
-        # it before the change and as the change left it
-        labels = self._dataset_labels(event.package_id)
-        now = None if labels is None else frozenset(viewer.labels() & labels)
-        return ("reader", access.sight(event, viewer), now)
+        view = self._reader(event, viewer)
+        if not event.restricted and view == self._reader(
+                event, self.viewer(None)):
+            # they see it as the public does: they share the anonymous view
+            return ("public",)
+        return view
+
+    def _reader(self, event: Event, viewer: access.Viewer) -> tuple:
+        """What decides a reader's ``data`` and ``changes``: the labels they
+        have matching the dataset's now, and whether they could see it
+        before the change and as the change left it."""
+        seen = (event.id, viewer.user.id if viewer.user else None)
+        if seen not in self.readers:
+            labels = self._dataset_labels(event.package_id)
+            now = None if labels is None \
+                else frozenset(viewer.labels() & labels)
+            self.readers[seen] = ("reader", access.sight(event, viewer), now)
+        return self.readers[seen]
 
     def payload(self, event: Event, owner_id: Optional[str]
                 ) -> tuple[Optional[str], Optional[str]]:
         """The event's ``data`` and ``changes`` as this owner may see them,
         as JSON; ``data`` is None when they may not see the event (now)."""
         viewer = self.viewer(owner_id)
-        key = (event.id, self._view(event, viewer))
+        view = self._view(event, viewer)
+        key = (event.id, view)
         if key not in self.data:
             self.views_computed += 1
+            if view == ("public",):
+                # computed as the public, which CKAN answers without
+                # looking up anybody's memberships
+                viewer = self.viewer(None)
             data = access.event_data(event, viewer)
             changes = None if data is None else access.event_changes(
                 event, viewer, data)
