@@ -125,6 +125,7 @@ class Views:
         before the change and as the change left it."""
         seen = (event.id, viewer.user.id if viewer.user else None)
         if seen not in self.readers:
+            assert event.package_id  # only dataset and resource events
             labels = self._dataset_labels(event.package_id)
             now = None if labels is None \
                 else frozenset(viewer.labels() & labels)
