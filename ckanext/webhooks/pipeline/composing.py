@@ -30,7 +30,7 @@ from ckan.lib.plugins import get_permission_labels
 from ckanext.webhooks import access
 from ckanext.webhooks.model import (
     Event, Hook, STATUS_ACTIVE, STATUS_PENDING, utcnow)
-from ckanext.webhooks.pipeline import bodies
+from ckanext.webhooks.pipeline import bodies, payloads
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import host_key
 
@@ -59,6 +59,11 @@ class Views:
         # per event and owner: what decides their view as a reader
         self.readers: dict[tuple, tuple] = {}
         self.views_computed = 0
+        # payloads the helper processes compute: per (event, view), the
+        # task and the place of its result (see ``prefetch``)
+        self.pending: dict[tuple, int] = {}
+        self._stream: Optional[payloads.Stream] = None
+        self.views_helped = 0
 
     def event(self, event_id: str) -> Optional[Event]:
         if event_id not in self.events:
@@ -141,6 +146,10 @@ class Views:
         key = (event.id, view)
         if key not in self.data:
             self.views_computed += 1
+            helped = self._helped(key)
+            if helped is not None:
+                self.data[key], self.changes[key] = helped
+                return helped
             if view == ("public",):
                 # computed as the public, which CKAN answers without
                 # looking up anybody's memberships
@@ -152,6 +161,48 @@ class Views:
             self.changes[key] = None if changes is None \
                 else bodies.to_json(changes)
         return self.data[key], self.changes[key]
+
+    def prefetch(self, messages: list[ClaimedMessage],
+                 helpers: payloads.Helpers) -> None:
+        """Have the helper processes compute the payloads this claim needs,
+        in the order they are needed, when it needs several (``payload``
+        then takes their results, or computes one itself if the helpers
+        failed)."""
+        hooks = _hooks(messages)
+        self.load_events({m.event_id for m in messages if m.event_id})
+        wanted: dict[tuple, Optional[str]] = {}
+        for message in messages:
+            hook = hooks.get(message.hook_id)
+            event = self.event(message.event_id) if message.event_id \
+                else None
+            if event is None or hook is None \
+                    or hook.status != STATUS_ACTIVE:
+                continue  # nothing to compute (see ``_decide``)
+            view = self._view(event, self.viewer(hook.owner_id))
+            key = (event.id, view)
+            if key not in self.data and key not in wanted:
+                # computed as ``payload`` would: the public as the public
+                wanted[key] = None if view == ("public",) else hook.owner_id
+        model.Session.commit()
+        if len(wanted) < payloads.MIN_PAYLOADS:
+            return
+        stream = helpers.stream([(key[0], owner)
+                                 for key, owner in wanted.items()])
+        if stream is None:
+            return
+        self._stream = stream
+        self.pending = {key: index for index, key in enumerate(wanted)}
+
+    def _helped(self, key: tuple
+                ) -> Optional[tuple[Optional[str], Optional[str]]]:
+        """A helper's result for this payload, if it computed it."""
+        index = self.pending.pop(key, None)
+        if index is None or self._stream is None:
+            return None
+        helped = self._stream.result(index)
+        if helped is not None:
+            self.views_helped += 1
+        return helped
 
 
 def _hooks(messages: list[ClaimedMessage]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.pipeline import (
-    claiming, composing, heartbeat, matching, outcomes, sweep)
+    claiming, composing, heartbeat, matching, outcomes, payloads, sweep)
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import Transport
 
@@ -67,6 +67,8 @@ COMPOSE_CHUNK = 100
 WAITING_PER_HOST = 100
 # seconds a burst run keeps trying while the database fails
 BURST_PATIENCE = 30.0
+# seconds before payload helpers that failed are started again
+HELPERS_AGAIN = 60.0
 
 
 def _in_session(fn: Callable, *args: Any) -> Any:
@@ -150,6 +152,11 @@ class Engine:
         self.listening: Optional[threading.Event] = None
         self.last_sweep: Optional[datetime.datetime] = None
         self._beat_failing = False
+        # payload helper processes (``payloads``), not in burst runs
+        self._helpers: Optional[payloads.Helpers] = None
+        self._helpers_said = False
+        self.helper_processes = 0 if burst else int(tk.config.get(
+            "ckanext.webhooks.payload_processes"))
 
     # --- from other threads -----------------------------------------------
 
@@ -195,6 +202,9 @@ class Engine:
         Engine.current = self
         self.started.set()
         self._transport.open()  # the TLS context loads before any attempt
+        if self._helpers is None:  # (tests give ready ones)
+            self._helpers = payloads.Helpers.start(self.helper_processes,
+                                                   payloads.config_file())
         renewing = asyncio.ensure_future(
             self._renew_every(claiming.lease_seconds() / 4))
         watching = asyncio.ensure_future(self._watch_every(WATCH))
@@ -228,6 +238,7 @@ class Engine:
                     busy = False
                     await self._sleep(POLL)
                     continue
+                self._ready_helpers()  # says so once they are
                 if self._stopping and not self._held:
                     break
                 if self.burst and not busy and not self._held \
@@ -246,6 +257,8 @@ class Engine:
             if self._recording is not None:
                 self._recording.cancel()
             await self._transport.close()
+            if self._helpers is not None:
+                self._helpers.close()
             if not self.burst:
                 await self._leave()
             if Engine.current is self:
@@ -335,6 +348,10 @@ class Engine:
         messages = [ClaimedMessage(row, lease) for row in rows]
         self.stats["claimed"] += len(messages)
         views = composing.Views()
+        helpers = self._ready_helpers()
+        if helpers is not None and len(messages) > 1:
+            # the payloads of many events are computed on other cores
+            await self._call(views.prefetch, messages, helpers)
         for start in range(0, len(messages), COMPOSE_CHUNK):
             # the first go out while the next are composed
             chunk = messages[start:start + COMPOSE_CHUNK]
@@ -351,7 +368,28 @@ class Engine:
             if not self._stopping:
                 self._start_sends()
         self.stats["views"] += views.views_computed
+        self.stats["views_helped"] += views.views_helped
         return len(rows)
+
+    def _ready_helpers(self) -> Optional[payloads.Helpers]:
+        """The payload helpers if they are ready; ones that failed are
+        started again after a while."""
+        helpers = self._helpers
+        if helpers is None:
+            return None
+        if helpers.broken:
+            if time.monotonic() - helpers.failed_at > HELPERS_AGAIN:
+                helpers.close()
+                self._helpers = payloads.Helpers.start(
+                    self.helper_processes, payloads.config_file())
+                self._helpers_said = False
+            return None
+        if not helpers.ready:
+            return None
+        if not self._helpers_said:
+            self._helpers_said = True
+            log.info("webhooks: %d payload helpers ready", len(helpers.pids))
+        return helpers
 
     def _excluded_hooks(self) -> list[str]:
         busy = {host for host, queue in self._waiting.items()
@@ -609,9 +647,12 @@ class Engine:
                     message.lease = lease
 
 
-def run_burst() -> collections.Counter:
-    """Deliver everything due now, then return (tests, ``--burst``)."""
+def run_burst(helpers: Optional[payloads.Helpers] = None
+              ) -> collections.Counter:
+    """Deliver everything due now, then return (tests, ``--burst``);
+    payloads computed by ``helpers`` if given (they are closed after)."""
     engine = Engine(burst=True)
+    engine._helpers = helpers
     asyncio.run(engine.run())
     return engine.stats
 
