@@ -7,6 +7,8 @@ One module a step:
   LOCKED``), so several workers never send the same attempt twice.
 - ``composing``: what each claimed message carries, judged for its hook's
   owner at this attempt (access), and where it goes (the vetted address).
+- ``payloads``: helper processes that compute the payloads of many events
+  (a harvest, a bulk edit) beside the worker.
 - ``sending``: the HTTP transport (aiohttp), the pin to the vetted IP and one
   deadline around each whole attempt.
 - ``outcomes``: what an answer means: success, retry, the stale-hook rules,
