@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from typing import Optional
 
 import pytest
 
@@ -143,31 +144,24 @@ def test_a_helper_that_dies_under_its_task_costs_only_time(receiver,
         assert data == _shown_as(owner.name if owner else "", data["id"])
 
 
+def _stat(pid: str) -> Optional[list[str]]:
+    """/proc/PID/stat after the command name (state first, then the
+    parent's pid); None for a process that is gone or a zombie."""
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields
+
+
 def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/{}/stat".format(entry)) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+    return {int(entry) for entry in os.listdir("/proc") if entry.isdigit()
+            and (_stat(entry) or ["", ""])[1] == str(pid)}
 
 
 def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            with open("/proc/{}/stat".format(pid)) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    alive.add(pid)
-        except OSError:
-            pass
-    return alive
+    return {pid for pid in pids if _stat(str(pid)) is not None}
 
 
 def _wait_for(check, timeout: float, what: str):
@@ -180,14 +174,34 @@ def _wait_for(check, timeout: float, what: str):
         time.sleep(0.1)
 
 
+def _helpers_of(pid: int) -> set[int]:
+    """The worker's payload helpers (not multiprocessing's resource
+    tracker, also its child)."""
+    found = set()
+    for child in _children(pid):
+        try:
+            with open("/proc/{}/cmdline".format(child), "rb") as f:
+                if b"spawn_main" in f.read():
+                    found.add(child)
+        except OSError:
+            pass
+    return found
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_a_workers_helpers_end_with_it(workers, how):
+    """Helpers that are ready and idle end with their worker, whether it
+    stops (TERM) or is killed (KILL)."""
     worker = workers(**processes.worker_options(
         **{"ckanext.webhooks.payload_processes": 2}))
     processes.wait_until_listening(worker)
-    helpers_ = _wait_for(lambda: _children(worker.pid) if len(
-        _children(worker.pid)) >= 2 else None, 60,
-        "the worker did not start two helpers")
+
+    def ready():
+        with open(worker.log_path) as f:
+            return "2 payload helpers ready" in f.read()
+    _wait_for(ready, 60, "the worker's helpers did not get ready")
+    helpers_ = _helpers_of(worker.pid)
+    assert len(helpers_) == 2
     os.kill(worker.pid, how)
     _wait_for(lambda: not _alive(helpers_), 15,
               "the helpers outlived their worker")
