@@ -77,10 +77,6 @@ class Hook(tk.BaseModel):
     owner_id: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
     secret: Mapped[str] = sa.Column(
         sa.UnicodeText, nullable=False, default=new_secret)
-    previous_secret: Mapped[Optional[str]] = sa.Column(
-        sa.UnicodeText, nullable=True)
-    previous_secret_expires: Mapped[Optional[datetime.datetime]] = sa.Column(
-        sa.DateTime, nullable=True)
     status: Mapped[str] = sa.Column(
         sa.UnicodeText, nullable=False, default=STATUS_ACTIVE)
     status_reason: Mapped[Optional[str]] = sa.Column(
@@ -207,8 +203,34 @@ class Message(tk.BaseModel):
         sa.DateTime, nullable=True, default=utcnow)
     lease_until: Mapped[Optional[datetime.datetime]] = sa.Column(
         sa.DateTime, nullable=True)
+    # the claim that holds the message while ``lease_until`` lasts: outcomes,
+    # renewals and releases touch the message only while it still does
+    lease_id: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    # how often a person asked for it again (redeliver, recover): a request
+    # made during an attempt wins over that attempt's outcome
+    redeliveries: Mapped[int] = sa.Column(
+        sa.Integer, nullable=False, default=0)
     # a test delivery ("test": true in the body, example data)
     test: Mapped[bool] = sa.Column(sa.Boolean, nullable=False, default=False)
+
+
+class Secret(tk.BaseModel):
+    """A secret the hook retired: it signs beside the current one until it
+    expires (24 hours after its rotation)."""
+
+    __tablename__ = "webhooks_secret"
+
+    id: Mapped[int] = sa.Column(
+        sa.BigInteger, primary_key=True, autoincrement=True)
+    hook_id: Mapped[str] = sa.Column(
+        sa.UnicodeText,
+        sa.ForeignKey("webhooks_hook.id", ondelete="CASCADE"),
+        nullable=False)
+    secret: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
+    retired: Mapped[datetime.datetime] = sa.Column(
+        sa.DateTime, nullable=False, default=utcnow)
+    expires: Mapped[datetime.datetime] = sa.Column(
+        sa.DateTime, nullable=False)
 
 
 class Attempt(tk.BaseModel):

@@ -414,7 +414,8 @@ def send_test(id: str) -> Response:
 @webhooks.route("/<id>/rotate", methods=["POST"])
 def rotate(id: str) -> Response:
     """Give the hook a new secret; the old one signs too for 24 hours."""
-    _act("webhook_rotate_secret", id)
+    if _act_or_flash("webhook_rotate_secret", id) is None:
+        return tk.redirect_to("webhooks.read", id=id)
     tk.h.flash_success(tk._(
         "The secret was replaced. For 24 hours deliveries are signed with "
         "both the new and the old secret: switch your receiver to the new "

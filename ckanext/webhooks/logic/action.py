@@ -13,7 +13,7 @@ import ckan.plugins.toolkit as tk
 from ckanext.webhooks import addresses, examples, jobs, limits, verification
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.model import (
-    Attempt, Message, Hook, new_secret, utcnow,
+    Attempt, Message, Hook, Secret, new_secret, utcnow,
     MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
 )
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ckan.types import Context, DataDict, ErrorDict
 
 ROTATION_OVERLAP = datetime.timedelta(hours=24)
+# secrets that sign at once: the current one and those retired within
+# ROTATION_OVERLAP
+MAX_SIGNING_SECRETS = 3
 # a pending hook's challenge: at most this many times, and on request
 # (webhook_ping) at most once in this interval
 MAX_CHALLENGES = 3
@@ -86,7 +89,19 @@ def _statistics(hook_ids: list[str]) -> dict[str, dict[str, int]]:
     return stats
 
 
-def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
+def _retiring(hook_ids: list[str]) -> dict[str, datetime.datetime]:
+    """Per hook, until when its retired secrets still sign (the latest)."""
+    if not hook_ids:
+        return {}
+    return dict(model.Session.query(
+        Secret.hook_id, sa.func.max(Secret.expires)).filter(
+        Secret.hook_id.in_(hook_ids), Secret.expires > utcnow()
+    ).group_by(Secret.hook_id).all())
+
+
+def _hook_dict(hook: Hook, stats: dict[str, int],
+               retiring_until: Optional[datetime.datetime] = None
+               ) -> dict[str, Any]:
     return {
         "id": hook.id,
         "topics": list(hook.topics),
@@ -97,9 +112,7 @@ def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
         "status": hook.status,
         "status_reason": hook.status_reason,
         "secret": hook.secret,
-        "previous_secret_expires": _iso(hook.previous_secret_expires)
-        if hook.previous_secret_expires
-        and hook.previous_secret_expires > utcnow() else None,
+        "previous_secret_expires": _iso(retiring_until),
         "created": _iso(hook.created),
         "verified": _iso(hook.verified),
         "owned": hook.owner_id is not None,
@@ -111,7 +124,8 @@ def _hook_dict(hook: Hook, stats: dict[str, int]) -> dict[str, Any]:
 
 
 def _shown_hook(hook: Hook) -> dict[str, Any]:
-    return _hook_dict(hook, _statistics([hook.id])[hook.id])
+    return _hook_dict(hook, _statistics([hook.id])[hook.id],
+                      _retiring([hook.id]).get(hook.id))
 
 
 def _viewer_context(user: Optional[model.User]) -> Context:
@@ -256,11 +270,14 @@ def _verify_intent() -> bool:
 def _call_off(hook: Hook, reason: str) -> None:
     """Pings and challenges still waiting are not sent (the address changed
     or the hook was disabled): they would reach an address that did not
-    agree to them, and a successful ping would enable the hook again."""
+    agree to them, and a successful ping would enable the hook again. One
+    whose attempt is in flight is taken back from its worker: the outcome
+    of that attempt is logged, and changes neither it nor the hook."""
     model.Session.query(Message).filter(
         Message.hook_id == hook.id, Message.status == MESSAGE_PENDING,
         Message.type.in_([jobs.TYPE_PING, jobs.TYPE_VERIFY]),
-    ).update({"status": MESSAGE_FAILED, "error": reason},
+    ).update({"status": MESSAGE_FAILED, "error": reason,
+              "lease_id": None, "lease_until": None},
              synchronize_session=False)
 
 
@@ -270,7 +287,8 @@ def _new_challenge(hook: Hook) -> Message:
     hook.challenges_sent = (hook.challenges_sent or 0) + 1
     hook.last_challenge = utcnow()
     return _new_message(hook, jobs.TYPE_VERIFY,
-                        {"challenge": verification.challenge_for(hook.id)})
+                        {"challenge": verification.challenge_for(
+                            hook.id, hook.address)})
 
 
 def _may_challenge_again(hook: Hook) -> bool:
@@ -550,7 +568,8 @@ def webhook_list(context: Context,
     hooks = query.order_by(Hook.created.desc(), Hook.id) \
         .offset(data["offset"]).limit(data["limit"]).all()
     stats = _statistics([h.id for h in hooks])
-    return [_hook_dict(h, stats[h.id]) for h in hooks]
+    retiring = _retiring([h.id for h in hooks])
+    return [_hook_dict(h, stats[h.id], retiring.get(h.id)) for h in hooks]
 
 
 def webhook_ping(context: Context, data_dict: DataDict) -> str:
@@ -718,10 +737,12 @@ def _only_for_active(hook: Hook) -> None:
 
 
 def _attempt_now(ids: list[str]) -> None:
-    """These messages are due now (a message being attempted right now
-    keeps its lease: that attempt's outcome stands)."""
+    """These messages are due now. A message whose attempt is in flight
+    keeps its lease, and gets another attempt once that one ends, whatever
+    its outcome (the worker sees ``redeliveries`` change)."""
     model.Session.query(Message).filter(Message.id.in_(ids)).update(
-        {"status": MESSAGE_PENDING, "next_attempt": utcnow()},
+        {"status": MESSAGE_PENDING, "next_attempt": utcnow(),
+         "redeliveries": Message.redeliveries + 1},
         synchronize_session=False)
 
 
@@ -739,7 +760,9 @@ def webhook_redeliver(context: Context, data_dict: DataDict) -> str:
     """
     tk.check_access("webhook_redeliver", context, data_dict)
     data = schema.load(schema.DeliverySchema, data_dict)
-    hook = _hook_or_404(data["id"])
+    # the hook's row before its message's, as everywhere (no deadlock
+    # with a worker recording the message's outcome)
+    hook = _locked(_hook_or_404(data["id"]))
     message = _message_or_404(hook, data["delivery_id"])
     _only_for_active(hook)
     _attempt_now([message.id])
@@ -800,7 +823,10 @@ def webhook_rotate_secret(context: Context, data_dict: DataDict) -> str:
     """Give the hook a new secret; the old one keeps signing for 24 hours.
 
     While both are valid every delivery carries two signatures, so a
-    receiver can switch to the new secret without losing messages.
+    receiver can switch to the new secret without losing messages. Every
+    rotation keeps its own 24 hours: rotated again within them, the hook
+    signs with all three secrets. A third rotation while two retired
+    secrets still sign is refused.
 
     :param id: the hook's id
     :type id: string
@@ -810,9 +836,21 @@ def webhook_rotate_secret(context: Context, data_dict: DataDict) -> str:
     """
     tk.check_access("webhook_rotate_secret", context, data_dict)
     data = schema.load(schema.HookIdSchema, data_dict)
-    hook = _hook_or_404(data["id"])
-    hook.previous_secret = hook.secret
-    hook.previous_secret_expires = utcnow() + ROTATION_OVERLAP
+    # locked: two rotations at once must not both retire the same secret
+    hook = _locked(_hook_or_404(data["id"]))
+    now = utcnow()
+    signing = model.Session.query(Secret.expires).filter(
+        Secret.hook_id == hook.id, Secret.expires > now
+    ).order_by(Secret.expires).all()
+    if len(signing) + 1 >= MAX_SIGNING_SECRETS:
+        _finish(context)
+        raise tk.ValidationError({"secret": [tk._(
+            "This webhook's secret was rotated twice in the last 24 hours "
+            "and both earlier secrets still sign its deliveries; rotate "
+            "again after {0} UTC").format(
+                signing[0].expires.replace(microsecond=0).isoformat())]})
+    model.Session.add(Secret(hook_id=hook.id, secret=hook.secret,
+                             retired=now, expires=now + ROTATION_OVERLAP))
     hook.secret = new_secret()
     _finish(context)
     return hook.secret

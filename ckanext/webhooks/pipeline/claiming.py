@@ -14,6 +14,7 @@ the others within that time, however many it held.
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -40,19 +41,20 @@ _CLAIM = sa.text("""
     picked AS (SELECT id FROM (SELECT id FROM first UNION ALL
                                SELECT id FROM later) AS due LIMIT :size)
     UPDATE webhooks_delivery d
-    SET attempts = d.attempts + 1, last_attempt = :now, lease_until = :lease
+    SET attempts = d.attempts + 1, last_attempt = :now, lease_until = :lease,
+        lease_id = :lease_id
     FROM picked
     WHERE d.id = picked.id
     RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
-              d.attempts, d.created, d.test
+              d.attempts, d.created, d.test, d.redeliveries
 """.format(first=_DUE.format(event=""), then=_DUE.format(event="NOT")))
-# only rows still under this worker's lease (not taken over by another);
-# a row locked now is being recorded (or claimed after its lease lapsed):
-# skipped, not waited for, so renewing never deadlocks with recording
+# only rows this claim still holds (not taken over by another worker, nor
+# taken back by a person); a row locked now is being recorded, or changed
+# by a person: skipped, not waited for, so renewing never deadlocks
 _RENEW = sa.text("""
     UPDATE webhooks_delivery d SET lease_until = :lease
     FROM (SELECT id FROM webhooks_delivery
-          WHERE id = ANY(:ids) AND lease_until = :held
+          WHERE id = ANY(:ids) AND lease_id = :lease_id
           ORDER BY id FOR UPDATE SKIP LOCKED) AS mine
     WHERE d.id = mine.id
     RETURNING d.id
@@ -60,11 +62,12 @@ _RENEW = sa.text("""
 # claimed but not attempted: back as they were, due at ``next_attempt``
 _RELEASE = sa.text("""
     UPDATE webhooks_delivery
-    SET lease_until = NULL, attempts = GREATEST(attempts - 1, 0),
+    SET lease_until = NULL, lease_id = NULL,
+        attempts = GREATEST(attempts - 1, 0),
         next_attempt = GREATEST(next_attempt,
                                 COALESCE(CAST(:next_attempt AS timestamp),
                                          next_attempt))
-    WHERE id = ANY(:ids) AND lease_until = :held
+    WHERE id = ANY(:ids) AND lease_id = :lease_id
 """)
 
 
@@ -72,37 +75,41 @@ def lease_seconds() -> float:
     return 2 * (tk.config.get("ckanext.webhooks.timeout") + 1) + LEASE_MARGIN
 
 
+def new_lease_id() -> str:
+    return uuid.uuid4().hex
+
+
 def claim(size: int, excluded_hooks: Optional[list[str]] = None
-          ) -> tuple[list[Any], datetime.datetime]:
-    """Lease up to ``size`` due messages; the rows and their lease."""
+          ) -> tuple[list[Any], str]:
+    """Lease up to ``size`` due messages; the rows and the claim's id."""
     now = utcnow()
     lease = now + datetime.timedelta(seconds=lease_seconds())
+    lease_id = new_lease_id()
     rows = model.Session.execute(_CLAIM, {
-        "now": now, "size": size, "lease": lease,
+        "now": now, "size": size, "lease": lease, "lease_id": lease_id,
         "excluded": list(excluded_hooks or [])}).fetchall()
     model.Session.commit()
-    return rows, lease
+    return rows, lease_id
 
 
-def renew(leases: dict[datetime.datetime, list[str]]
-          ) -> tuple[datetime.datetime, set[str]]:
-    """Extend the leases of messages still held: the new lease, and the
-    messages that have it now."""
+def renew(claims: dict[str, list[str]]) -> set[str]:
+    """Extend the leases of messages still held, by claim id; the messages
+    renewed (a message missing is no longer this worker's)."""
     lease = utcnow() + datetime.timedelta(seconds=lease_seconds())
     renewed: set[str] = set()
-    for held, ids in leases.items():
+    for lease_id, ids in claims.items():
         if ids:
             renewed.update(row[0] for row in model.Session.execute(
-                _RENEW, {"ids": ids, "held": held, "lease": lease}))
+                _RENEW, {"ids": ids, "lease_id": lease_id, "lease": lease}))
     model.Session.commit()
-    return lease, renewed
+    return renewed
 
 
-def release(ids: list[str], held: datetime.datetime,
+def release(ids: list[str], lease_id: str,
             next_attempt: Optional[datetime.datetime] = None) -> None:
     """Give back messages claimed but not attempted."""
     if ids:
-        model.Session.execute(_RELEASE, {"ids": ids, "held": held,
+        model.Session.execute(_RELEASE, {"ids": ids, "lease_id": lease_id,
                                          "next_attempt": next_attempt})
     model.Session.commit()
 
@@ -118,15 +125,18 @@ class ClaimedMessage:
     """
 
     __slots__ = ("id", "hook_id", "event_id", "type", "data", "body",
-                 "attempts", "created", "test", "lease", "new_body", "hook",
+                 "attempts", "created", "test", "redeliveries", "lease_id",
+                 "new_body", "hook",
                  "secrets", "address", "host", "sequence", "outcome",
                  "state", "error", "next_attempt", "started", "order",
                  "promoted", "task", "clock", "aside", "expired")
 
-    def __init__(self, row: Any, lease: datetime.datetime):
+    def __init__(self, row: Any, lease_id: str):
         (self.id, self.hook_id, self.event_id, self.type, self.data,
-         self.body, self.attempts, self.created, self.test) = row
-        self.lease = lease
+         self.body, self.attempts, self.created, self.test,
+         self.redeliveries) = row
+        # the claim that holds it
+        self.lease_id = lease_id
         self.new_body = False
         self.hook: Any = None
         self.secrets: list[str] = []

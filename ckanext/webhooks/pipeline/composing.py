@@ -209,8 +209,7 @@ def _hooks(messages: list[ClaimedMessage]) -> dict[str, Any]:
     ids = list({m.hook_id for m in messages})
     return {hook.id: hook for hook in model.Session.query(
         Hook.id, Hook.address, Hook.status, Hook.status_reason,
-        Hook.owner_id, Hook.secret, Hook.previous_secret,
-        Hook.previous_secret_expires, Hook.client_errors, Hook.last_success,
+        Hook.owner_id, Hook.secret, Hook.client_errors, Hook.last_success,
         Hook.failing_since, Hook.consecutive_failures, Hook.circuit_until,
     ).filter(Hook.id.in_(ids))}
 
@@ -264,12 +263,39 @@ def _decide(message: ClaimedMessage, hook: Any, views: Views) -> None:
         message.new_body = True
 
 
+def _retiring_secrets(hook_ids: list[str]) -> dict[str, list[str]]:
+    """The secrets each hook retired that still sign beside its current
+    one, newest first."""
+    retiring: dict[str, list[str]] = {}
+    for hook_id, secret in model.Session.execute(_RETIRING, {
+            "ids": hook_ids, "now": utcnow()}):
+        retiring.setdefault(hook_id, []).append(secret)
+    return retiring
+
+
+_RETIRING = sa.text("""
+    SELECT hook_id, secret FROM webhooks_secret
+    WHERE hook_id = ANY(:ids) AND expires > :now
+    ORDER BY hook_id, expires DESC
+""")
+# a message's body, stored as soon as it is composed: while its first
+# attempt is in flight its owner sees it (and may ask for it again)
+_STORE_BODIES = sa.text("""
+    UPDATE webhooks_delivery d SET body = v.body
+    FROM unnest(CAST(:ids AS text[]), CAST(:bodies AS text[]))
+         AS v(id, body)
+    WHERE d.id = v.id AND d.lease_id = :lease_id
+""")
+
+
 def compose(messages: list[ClaimedMessage], views: Views) -> None:
     """Decide every claimed message: what it carries and where it goes;
-    ``messages`` end up in the order of their events."""
+    ``messages`` end up in the order of their events. New bodies are
+    stored."""
     hooks = _hooks(messages)
     views.load_events({m.event_id for m in messages if m.event_id})
-    now = utcnow()
+    retiring = _retiring_secrets(list(hooks))
+    new_bodies: dict[str, list[ClaimedMessage]] = {}
     for message in messages:
         hook = message.hook = hooks.get(message.hook_id)
         _decide(message, hook, views)
@@ -278,9 +304,12 @@ def compose(messages: list[ClaimedMessage], views: Views) -> None:
         assert hook is not None  # _decide drops a deleted hook's messages
         message.address = hook.address
         message.host = host_key(hook.address)
-        message.secrets = [hook.secret]
-        if hook.previous_secret and hook.previous_secret_expires \
-                and hook.previous_secret_expires > now:
-            message.secrets.append(hook.previous_secret)
+        message.secrets = [hook.secret, *retiring.get(hook.id, ())]
+        if message.new_body:
+            new_bodies.setdefault(message.lease_id, []).append(message)
+    for lease_id, composed in new_bodies.items():
+        model.Session.execute(_STORE_BODIES, {
+            "ids": [m.id for m in composed],
+            "bodies": [m.body for m in composed], "lease_id": lease_id})
     messages.sort(key=lambda m: m.order)
     model.Session.commit()

@@ -341,11 +341,11 @@ class Engine:
             self._start_sends()
 
     async def _claim(self, size: int) -> int:
-        rows, lease = await self._call(claiming.claim, size,
-                                       self._excluded_hooks())
+        rows, lease_id = await self._call(claiming.claim, size,
+                                          self._excluded_hooks())
         if not rows:
             return 0
-        messages = [ClaimedMessage(row, lease) for row in rows]
+        messages = [ClaimedMessage(row, lease_id) for row in rows]
         self.stats["claimed"] += len(messages)
         views = composing.Views()
         helpers = self._ready_helpers()
@@ -583,10 +583,10 @@ class Engine:
         released, self._release = self._release, []
         groups: dict[tuple, list[str]] = collections.defaultdict(list)
         for message, until in released:
-            groups[(message.lease, until)].append(message.id)
+            groups[(message.lease_id, until)].append(message.id)
         try:
-            for (lease, until), ids in groups.items():
-                await self._call(claiming.release, ids, lease, until)
+            for (lease_id, until), ids in groups.items():
+                await self._call(claiming.release, ids, lease_id, until)
         except Exception:
             self._release = released + self._release
             raise
@@ -634,17 +634,13 @@ class Engine:
             holding = list(self._held.values())
             if not holding:
                 return
-            leases: dict[datetime.datetime, list[str]] = \
-                collections.defaultdict(list)
+            claims: dict[str, list[str]] = collections.defaultdict(list)
             for message in holding:
-                leases[message.lease].append(message.id)
+                claims[message.lease_id].append(message.id)
             assert self._loop is not None
-            lease, renewed = await self._loop.run_in_executor(
+            await self._loop.run_in_executor(
                 self._leases, functools.partial(
-                    _in_session, claiming.renew, dict(leases)))
-            for message in holding:
-                if message.id in renewed:
-                    message.lease = lease
+                    _in_session, claiming.renew, dict(claims)))
 
 
 def run_burst(helpers: Optional[payloads.Helpers] = None

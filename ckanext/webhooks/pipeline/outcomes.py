@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import random
 from typing import Optional
 
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from ckanext.webhooks.model import (
     Hook, utcnow, MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
     REASON_DISABLED_BY_OWNER)
+from ckanext.webhooks.pipeline import retries
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.composing import TYPE_PING, TYPE_VERIFY
 from ckanext.webhooks.pipeline.sending import Outcome
@@ -56,15 +56,11 @@ def _schedule(message: ClaimedMessage) -> list[float]:
             tk.config.get("ckanext.webhooks.retry_schedule")]
 
 
-def _retry_delay(message: ClaimedMessage, outcome: Outcome,
-                 jitter: float) -> Optional[float]:
-    schedule = _schedule(message)
-    if message.attempts > len(schedule):
-        return None
-    if outcome.retry_after is not None:
-        return min(outcome.retry_after,
-                   float(tk.config.get("ckanext.webhooks.max_retry_after")))
-    return schedule[message.attempts - 1] * jitter
+def _retry_delay(message: ClaimedMessage, outcome: Outcome
+                 ) -> Optional[float]:
+    return retries.delay(
+        _schedule(message), message.attempts, outcome.retry_after,
+        float(tk.config.get("ckanext.webhooks.max_retry_after")))
 
 
 def _challenge_answered(message: ClaimedMessage, outcome: Outcome) -> bool:
@@ -72,7 +68,7 @@ def _challenge_answered(message: ClaimedMessage, outcome: Outcome) -> bool:
     if not challenge:
         return False
     return verification.answered(
-        challenge, message.hook_id, outcome.response_body)
+        challenge, message.hook_id, message.address, outcome.response_body)
 
 
 class _HookChange:
@@ -96,21 +92,40 @@ class _HookChange:
             or bool(self.failures) or self.status is not None or self.gone
 
 
+# one lock order everywhere: a hook's row before its messages' rows (as
+# ``webhook_delete``, ``webhook_update`` and the sweep take them), so a
+# person changing or deleting a hook while its outcomes are recorded waits
+# a moment instead of deadlocking; NO KEY UPDATE, so new messages (whose
+# foreign key takes KEY SHARE) are not held up
+_LOCK_HOOKS = sa.text("""
+    SELECT id, address, status, status_reason FROM webhooks_hook
+    WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE
+""")
+# only messages this worker's claim still holds: a worker whose lease
+# lapsed does not overwrite a newer claim, and a call-off (the hook was
+# disabled, moved) wins. A person who asked for the message again while
+# its attempt was in flight gets another attempt, due now.
 _STORE_OUTCOMES = sa.text("""
     UPDATE webhooks_delivery d
-    SET status = v.status, lease_until = NULL,
+    SET status = CASE WHEN d.redeliveries <> v.redeliveries THEN 'pending'
+                      ELSE v.status END,
+        next_attempt = CASE WHEN d.redeliveries <> v.redeliveries
+                            THEN CAST(:now AS timestamp)
+                            ELSE COALESCE(v.next_attempt, d.next_attempt)
+                       END,
+        lease_until = NULL, lease_id = NULL,
         response_status = v.response_status, error = v.error,
-        duration_ms = v.duration_ms,
-        next_attempt = COALESCE(v.next_attempt, d.next_attempt),
-        body = COALESCE(v.body, d.body)
-    FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]),
+        duration_ms = v.duration_ms
+    FROM unnest(CAST(:ids AS text[]), CAST(:lease_ids AS text[]),
+                CAST(:redeliveries AS int[]), CAST(:statuses AS text[]),
                 CAST(:codes AS int[]), CAST(:errors AS text[]),
-                CAST(:durations AS int[]), CAST(:nexts AS timestamp[]),
-                CAST(:bodies AS text[]))
-         AS v(id, status, response_status, error, duration_ms, next_attempt,
-              body)
-    WHERE d.id = v.id
+                CAST(:durations AS int[]), CAST(:nexts AS timestamp[]))
+         AS v(id, lease_id, redeliveries, status, response_status, error,
+              duration_ms, next_attempt)
+    WHERE d.id = v.id AND d.lease_id = v.lease_id
+    RETURNING d.id
 """)
+# every attempt made is logged, held or not: it happened
 _LOG_ATTEMPTS = sa.text("""
     INSERT INTO webhooks_attempt
         (message_id, at, duration_ms, response_status, error, response_body)
@@ -169,7 +184,12 @@ _HOLD_MESSAGES = sa.text("""
       AND d.event_id IS NOT NULL AND d.next_attempt < v.until
       AND (d.lease_until IS NULL OR d.lease_until < :now)
 """)
-_DROP = sa.text("DELETE FROM webhooks_delivery WHERE id = ANY(:ids)")
+_DROP = sa.text("""
+    DELETE FROM webhooks_delivery d
+    USING unnest(CAST(:ids AS text[]), CAST(:lease_ids AS text[]))
+          AS v(id, lease_id)
+    WHERE d.id = v.id AND d.lease_id = v.lease_id
+""")
 
 
 def _logged_body(outcome: Outcome, hook_active: bool) -> Optional[str]:
@@ -179,86 +199,107 @@ def _logged_body(outcome: Outcome, hook_active: bool) -> Optional[str]:
     return text[:LOGGED_BODY].replace("\x00", "\ufffd")
 
 
-def _judge(message: ClaimedMessage, change: _HookChange,
-           now: datetime.datetime, jitter: float) -> None:
-    """Set the message's state after its attempt, and what it does to its
-    hook."""
+def _judge(message: ClaimedMessage, now: datetime.datetime) -> None:
+    """The message's state after its attempt."""
     outcome = message.outcome
-    hook = message.hook
     if outcome.succeeded:
         if message.type == TYPE_VERIFY and not _challenge_answered(
                 message, outcome):
             message.state = MESSAGE_FAILED
             message.error = "the answer did not echo the challenge"
+        else:
+            message.state = MESSAGE_SUCCEEDED
+        return
+    message.state = MESSAGE_FAILED
+    message.error = outcome.error
+    if outcome.redirect:
+        message.error = "redirects are not followed"
+    elif outcome.gone or outcome.client_error:
+        pass
+    else:
+        delay = _retry_delay(message, outcome)
+        if delay is not None:
+            message.state = MESSAGE_PENDING
+            message.next_attempt = now + datetime.timedelta(seconds=delay)
+
+
+def _fold(message: ClaimedMessage, change: _HookChange,
+          same_state: bool) -> None:
+    """Add what the message's attempt does to its hook; ``same_state``:
+    the hook is in the state the message was composed under (or else the
+    attempt changes no status)."""
+    outcome = message.outcome
+    hook = message.hook
+    if outcome.succeeded:
+        if message.state != MESSAGE_SUCCEEDED:  # a challenge not echoed
             return
-        message.state = MESSAGE_SUCCEEDED
         change.reset, change.errors, change.failing = True, 0, False
         change.failures = 0
+        if not same_state:
+            return
         if message.type == TYPE_VERIFY and hook.status == STATUS_PENDING:
             change.status, change.verified = STATUS_ACTIVE, True
         if message.type == TYPE_PING and hook.status == STATUS_DISABLED \
                 and hook.status_reason != REASON_DISABLED_BY_OWNER:
             change.status = STATUS_ACTIVE
         return
-
     change.failing = True
-    message.state = MESSAGE_FAILED
-    message.error = outcome.error
     if outcome.gone:
-        change.gone = True
+        change.gone = change.gone or same_state
     elif outcome.redirect:
-        message.error = "redirects are not followed"
+        pass
     elif outcome.client_error:
         change.errors += 1
-    else:
-        delay = _retry_delay(message, outcome, jitter)
-        if message.event_id:
-            change.failures += 1
-        if delay is not None:
-            message.state = MESSAGE_PENDING
-            message.next_attempt = now + datetime.timedelta(seconds=delay)
-            if message.event_id:
-                change.circuit_until = max(
-                    change.circuit_until or message.next_attempt,
-                    message.next_attempt)
+    elif message.event_id:
+        change.failures += 1
+        if message.next_attempt is not None:
+            change.circuit_until = max(
+                change.circuit_until or message.next_attempt,
+                message.next_attempt)
 
 
 def record(messages: list[ClaimedMessage]) -> dict[str, datetime.datetime]:
     """Store outcomes and apply the hook rules; the hooks whose circuit is
-    open now, with the time it closes."""
+    open now, with the time it closes.
+
+    A message changes only while this worker's claim still holds it; an
+    attempt changes its hook only while the hook has the address the
+    attempt went to, and its status only while the hook is in the state
+    the message was composed under (see ``_fold``)."""
     now = utcnow()
-    jitter = 1 + random.uniform(0, 0.1)
-    changes: dict[str, _HookChange] = {}
-    dropped: list[str] = []
+    dropped: list[ClaimedMessage] = []
     stored: list[ClaimedMessage] = []
     attempted: list[ClaimedMessage] = []
     for message in messages:
         if message.state == "drop":
-            dropped.append(message.id)
+            dropped.append(message)
             continue
         stored.append(message)
         if message.outcome is None:  # decided without an attempt
             message.state = MESSAGE_FAILED
             continue
         attempted.append(message)
-        change = changes.get(message.hook.id)
-        if change is None:
-            change = changes[message.hook.id] = _HookChange()
-        _judge(message, change, now, jitter)
+        _judge(message, now)
 
     session = model.Session
+    current = {row.id: row for row in session.execute(_LOCK_HOOKS, {
+        "ids": sorted({m.hook_id for m in messages})})}
     if dropped:
-        session.execute(_DROP, {"ids": dropped})
+        session.execute(_DROP, {"ids": [m.id for m in dropped],
+                                "lease_ids": [m.lease_id for m in dropped]})
+    held: set[str] = set()
     if stored:
-        session.execute(_STORE_OUTCOMES, {
+        held.update(row[0] for row in session.execute(_STORE_OUTCOMES, {
+            "now": now,
             "ids": [m.id for m in stored],
+            "lease_ids": [m.lease_id for m in stored],
+            "redeliveries": [m.redeliveries for m in stored],
             "statuses": [m.state for m in stored],
             "codes": [m.outcome and m.outcome.status for m in stored],
             "errors": [m.error for m in stored],
             "durations": [m.outcome and m.outcome.duration_ms
                           for m in stored],
-            "nexts": [m.next_attempt for m in stored],
-            "bodies": [m.body if m.new_body else None for m in stored]})
+            "nexts": [m.next_attempt for m in stored]}))
     if attempted:
         session.execute(_LOG_ATTEMPTS, {
             "ids": [m.id for m in attempted],
@@ -274,11 +315,31 @@ def record(messages: list[ClaimedMessage]) -> dict[str, datetime.datetime]:
         if long_logs:
             session.execute(_TRIM_LOG, {"ids": long_logs,
                                         "keep": LOGGED_ATTEMPTS})
+    changes = _changes(attempted, held, current)
     opened = _store_hooks(changes, stored, now)
     session.commit()
     return opened
 
 
+def _changes(attempted: list[ClaimedMessage], held: set[str],
+             current: dict) -> dict[str, _HookChange]:
+    """What the attempts of messages still held do to their hooks, in the
+    order they finished; an attempt made for an address the hook no longer
+    has changes nothing."""
+    changes: dict[str, _HookChange] = {}
+    for message in attempted:
+        now_is = current.get(message.hook_id)
+        if message.id not in held or now_is is None \
+                or now_is.address != message.address:
+            continue
+        composed = message.hook
+        same_state = (now_is.status, now_is.status_reason) == (
+            composed.status, composed.status_reason)
+        change = changes.get(message.hook_id)
+        if change is None:
+            change = changes[message.hook_id] = _HookChange()
+        _fold(message, change, same_state)
+    return changes
 def _store_hooks(changes: dict[str, _HookChange], stored: list[ClaimedMessage],
                  now: datetime.datetime) -> dict[str, datetime.datetime]:
     session = model.Session

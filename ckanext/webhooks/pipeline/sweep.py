@@ -38,27 +38,39 @@ def sweep() -> dict[str, int]:
 
     pending_ttl = tk.config.get("ckanext.webhooks.pending_ttl")
     # a hook is pending since its latest challenge (a new address)
-    counts["unverified"] = session.query(Hook).filter(
+    unverified = _locked_hooks(
         Hook.status == STATUS_PENDING,
         sa.func.coalesce(Hook.last_challenge, Hook.created)
-        < now - datetime.timedelta(seconds=pending_ttl),
-    ).delete(synchronize_session=False)
+        < now - datetime.timedelta(seconds=pending_ttl))
+    if unverified:
+        counts["unverified"] = session.query(Hook).filter(
+            Hook.id.in_(unverified)).delete(synchronize_session=False)
 
     disable_after = tk.config.get("ckanext.webhooks.disable_after")
-    counts["disabled"] = session.query(Hook).filter(
+    failing = _locked_hooks(
         Hook.status == STATUS_ACTIVE,
         Hook.failing_since < now - datetime.timedelta(
-            seconds=disable_after),
-    ).update({"status": STATUS_DISABLED, "status_reason":
-              "every delivery failed since {}".format(
-                  now - datetime.timedelta(seconds=disable_after))},
-        synchronize_session=False)
+            seconds=disable_after))
+    if failing:
+        counts["disabled"] = session.query(Hook).filter(
+            Hook.id.in_(failing)).update(
+            {"status": STATUS_DISABLED, "status_reason":
+             "every delivery failed since {}".format(
+                 now - datetime.timedelta(seconds=disable_after))},
+            synchronize_session=False)
 
     counts["pruned"] = prune(commit=False)
     session.commit()
     if any(counts.values()):
         log.info("webhooks sweep: %s", counts)
     return counts
+
+
+def _locked_hooks(*conditions) -> list[str]:
+    """The hooks that meet ``conditions``, locked in the order of their
+    ids, as a worker recording outcomes locks them (no deadlock)."""
+    return [row[0] for row in model.Session.query(Hook.id).filter(
+        *conditions).order_by(Hook.id).with_for_update()]
 
 
 def prune(days: Optional[float] = None, commit: bool = True) -> int:

@@ -120,8 +120,8 @@ def test_a_helper_that_dies_under_its_task_costs_only_time(receiver,
     every payload itself, exactly as it would have."""
     owners, datasets = _mixed_burst(receiver)
     matching.fan_out_waiting(200)
-    rows, lease = claiming.claim(100)
-    messages = [ClaimedMessage(row, lease) for row in rows]
+    rows, lease_id = claiming.claim(100)
+    messages = [ClaimedMessage(row, lease_id) for row in rows]
     views = composing.Views()
     views.prefetch(messages, ready_helpers)
     assert views.pending  # queued for the helpers

@@ -670,7 +670,23 @@ def test_rotate_button_replaces_the_secret(app):
     new = helpers.call_action("webhook_show", id=hook_id)["secret"]
     assert new != old
     assert _input_value(page, "field-secret") == new
-    assert "The previous secret also signs deliveries until" in page.body
+    assert "Secrets replaced in the last 24 hours also sign deliveries " \
+        "until" in page.body
+
+
+def test_rotate_button_says_why_a_third_rotation_is_refused(app):
+    hook_id = HookFactory()["id"]
+    for _ in range(2):
+        helpers.call_action("webhook_rotate_secret", id=hook_id)
+    kept = helpers.call_action("webhook_show", id=hook_id)["secret"]
+    browser = Browser(app)
+    page = browser.submit(browser.get("/webhooks/" + hook_id),
+                          "/webhooks/{}/rotate".format(hook_id))
+    assert page.request.path == "/webhooks/" + hook_id
+    assert any("rotated twice in the last 24 hours" in f
+               for f in _flashes(page))
+    assert not any("The secret was replaced" in f for f in _flashes(page))
+    assert helpers.call_action("webhook_show", id=hook_id)["secret"] == kept
 
 
 def test_deliver_again_button(app, receiver, run_jobs):
