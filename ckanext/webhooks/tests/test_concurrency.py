@@ -191,6 +191,8 @@ def test_deliver_again_during_an_attempt_sends_it_again(receiver, run_jobs):
     seen = {}
 
     def again_then_answer(got):
+        if seen:  # the second attempt: just answered
+            return Answer(204)
         message_id = got.headers["webhook-id"]
         seen["listed"] = call("webhook_delivery_list", id=hook["id"])
         seen["shown"] = call("webhook_delivery_show", id=hook["id"],
@@ -204,7 +206,7 @@ def test_deliver_again_during_an_attempt_sends_it_again(receiver, run_jobs):
     run_jobs()
     assert first.errors == []
     got = receiver.on("/hold")
-    assert len(got) >= 2
+    assert len(got) == 2
     message_id = got[0].headers["webhook-id"]
     assert got[1].headers["webhook-id"] == message_id
     assert seen["again"] == message_id
