@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import sqlalchemy as sa
 
 import ckan.model as model
 from ckan.tests import factories, helpers
@@ -159,12 +160,15 @@ def test_a_missing_or_outdated_schema_is_reported(cli, migrate_db_for):
 @pytest.mark.slow
 @pytest.mark.usefixtures("webhooks")
 def test_a_worker_delivers_when_its_heartbeat_cannot_be_written(
-        cli, workers, receiver, migrate_db_for):
-    """Code upgraded before ``ckan db upgrade -p webhooks``: the heartbeat's
-    table is not there yet, deliveries go on (here a ping: with an outdated
-    schema no events are recorded)."""
+        cli, workers, receiver):
+    """The heartbeat's table is gone (say, an operator's mistake, or a
+    database restored from an old dump): deliveries go on."""
     hook_id = HookFactory(receiver=receiver)["id"]
-    migrate_db_for("webhooks", "6b42935909d0", False)
+    # this session holds nothing the rename would wait for
+    model.Session.remove()
+    model.Session.execute(sa.text(
+        "ALTER TABLE webhooks_worker RENAME TO webhooks_worker_away"))
+    model.Session.commit()
     try:
         worker = workers()
         processes.wait_until_listening(worker)
@@ -174,7 +178,8 @@ def test_a_worker_delivers_when_its_heartbeat_cannot_be_written(
         helpers.call_action("webhook_ping", id=hook_id)
         got = receiver.wait_for(1, timeout=10)
         assert [r.json["type"] for r in got] == ["webhook/ping"]
-        code, report = _status(cli)
-        assert code == 2 and report["schema"] == "outdated (6b42935909d0)"
     finally:
-        migrate_db_for("webhooks")
+        model.Session.remove()
+        model.Session.execute(sa.text(
+            "ALTER TABLE webhooks_worker_away RENAME TO webhooks_worker"))
+        model.Session.commit()
