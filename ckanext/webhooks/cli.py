@@ -20,13 +20,16 @@ def webhooks():
 @click.option("--burst", is_flag=True,
               help="Exit once nothing is due instead of waiting for more.")
 def worker(burst: bool):
-    """Deliver webhooks: work the ckanext.webhooks.queue queue.
+    """Deliver webhooks: events, retries and pings, found in PostgreSQL.
 
-    Runs RQ's scheduler (delayed retries) and sweeps the database every
-    ckanext.webhooks.sweep_interval seconds for lost work.
+    Runs until SIGTERM or Ctrl-C (a second one exits at once); tidies up
+    every ckanext.webhooks.sweep_interval seconds. Exits non-zero if its
+    delivery engine fails, for a supervisor to start it again.
     """
     from ckanext.webhooks.worker import run_worker
-    run_worker(burst=burst)
+    code = run_worker(burst=burst)
+    if code:
+        raise SystemExit(code)
 
 
 @webhooks.command()

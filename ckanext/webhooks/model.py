@@ -29,6 +29,10 @@ STATUS_DISABLED = "disabled"
 # a successful ping does not re-enable it
 REASON_DISABLED_BY_OWNER = "disabled by its owner"
 
+# the types of messages without an event
+TYPE_PING = "webhook/ping"
+TYPE_VERIFY = "webhook/verify"
+
 MESSAGE_PENDING = "pending"
 MESSAGE_SUCCEEDED = "succeeded"
 MESSAGE_FAILED = "failed"

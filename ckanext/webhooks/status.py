@@ -19,7 +19,6 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 import ckan.model as model
-import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import tables
 from ckanext.webhooks.model import utcnow
@@ -47,9 +46,7 @@ def delivery_status(stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
         if schema != "ready":
             return {"schema": schema, "stuck": True,
                     "problems": [tables.problem(schema)]}
-        report = _from_database(connection, utcnow(), stuck_after)
-    report["rq_workers"] = _rq_workers()
-    return report
+        return _from_database(connection, utcnow(), stuck_after)
 
 
 def _from_database(connection: Any, now: datetime.datetime,
@@ -137,22 +134,6 @@ def _from_database(connection: Any, now: datetime.datetime,
     return report
 
 
-def _rq_workers() -> Any:
-    """RQ's registry of workers on the webhooks queue; a string when Redis
-    does not answer."""
-    import redis
-    import rq
-    from ckan.lib import jobs as ckan_jobs
-    try:
-        queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
-        return [{"name": w.name, "hostname": w.hostname, "pid": w.pid,
-                 "state": w.get_state(),
-                 "last_heartbeat": _iso(w.last_heartbeat)}
-                for w in rq.Worker.all(queue=queue)]
-    except redis.exceptions.RedisError as e:
-        return "Redis does not answer: {}".format(e)
-
-
 def as_text(report: dict[str, Any]) -> str:
     """The report for people."""
     def seconds(value: Optional[float]) -> str:
@@ -186,14 +167,6 @@ def as_text(report: dict[str, Any]) -> str:
                     listening="  listening" if w["listening"] else "")))
         lines.append("last sweep: {} ago".format(
             seconds(report["last_sweep_age"])))
-        rq_workers = report["rq_workers"]
-        if isinstance(rq_workers, str):
-            lines.append("RQ workers: " + rq_workers)
-        else:
-            lines.append("RQ workers: {}".format(len(rq_workers)))
-            for w in rq_workers:
-                lines.append("  {name}  {hostname}:{pid}  {state}".format(
-                    **w))
     lines.append("delivery: " + ("STUCK" if report["stuck"] else "ok"))
     lines += ["  " + problem for problem in report["problems"]]
     return "\n".join(lines)

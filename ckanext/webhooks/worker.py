@@ -1,75 +1,92 @@
-"""The process behind ``ckan webhooks worker``.
+"""The process behind ``ckan webhooks worker``: one delivery engine.
 
-Two loops side by side:
+The engine (``pipeline.engine``) runs on an asyncio loop in the main
+thread, with a listener thread that wakes it when events and messages
+commit. A worker needs PostgreSQL only; it never talks to Redis.
 
-- the delivery engine (``pipeline.engine``) on a thread of its own, with a
-  listener that wakes it when events and messages commit. It needs only
-  PostgreSQL: a Redis outage does not stop deliveries.
-- RQ's worker on the webhooks queue in the main thread (jobs run in this
-  process, with no fork per job: CKAN's forking worker reloads the whole
-  environment for every job). It stops the worker on SIGTERM or Ctrl-C
-  (warm shutdown); while Redis is down it keeps trying to reach it.
-
-On stop the engine claims nothing more, finishes the attempts in flight
-(``timeout`` at most), records them and gives back what it had claimed.
+- **Stopping.** One SIGTERM or SIGINT (Ctrl-C) asks the engine to stop: it
+  claims nothing more, finishes the attempts in flight (``timeout`` at
+  most), records them, gives back what it had claimed, and the process
+  exits 0. Whatever the engine is doing (the database down included), the
+  process is gone within ``timeout`` plus ``STOP_GRACE`` seconds: what it
+  could not record or give back is claimed again by another worker when
+  its lease ends, so nothing is lost. A second signal exits at once.
+- **Dying loudly.** If the engine fails (an error it does not survive,
+  unlike a database outage, which it waits out), the process logs why and
+  exits ``EXIT_ENGINE_FAILED``, so a supervisor restarts it.
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 import signal
+import sys
 import threading
-
-import redis
-import rq
+from typing import Any, Optional
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-from ckan.lib import jobs as ckan_jobs
 
 from ckanext.webhooks.pipeline import listening, sweep
-from ckanext.webhooks.pipeline.engine import EngineThread, run_burst
+from ckanext.webhooks.pipeline.engine import Engine, run_burst
 
 log = logging.getLogger(__name__)
 
+# seconds a stopping worker is given beyond ``timeout`` (recording what its
+# last attempts brought, giving back the rest) before it exits regardless
+STOP_GRACE = 8.0
+EXIT_ENGINE_FAILED = 1
+# a second stop signal: out at once (the leases of what it held expire)
+EXIT_FORCED = 130
 
-class WebhooksWorker(rq.SimpleWorker):
-    # RQ waits 1, 2, 4 ... 60 s between attempts to reach a Redis that is
-    # down; once a second instead, so the queue is worked again within
-    # seconds of Redis coming back, however long it was away. Worker class
-    # attributes RQ reads in work() (RQ 1.11 to 2.x, CKAN 2.10 to 2.12) but
-    # does not document: test_recovery's long Redis outage checks them.
-    exponential_backoff_factor = 1.0
-    max_connection_wait_time = 1.0
 
-    def __init__(self, *args, **kwargs):
-        queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
-        super().__init__([queue], *args, connection=queue.connection,
-                         **kwargs)
-
-    def perform_job(self, *args, **kwargs):
+def _exit_now(code: int, why: str) -> None:
+    log.warning("webhooks: %s", why)
+    for handler in logging.getLogger().handlers:
         try:
-            return super().perform_job(*args, **kwargs)
-        finally:
-            model.Session.remove()
+            handler.flush()
+        except Exception:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def _work_queue(stopping: threading.Event) -> None:
-    """RQ's loop until a warm shutdown; through Redis outages."""
-    while not stopping.is_set():
-        try:
-            WebhooksWorker().work(burst=False, with_scheduler=False,
-                                  logging_level="INFO")
-            return
-        except redis.exceptions.RedisError as e:
-            log.warning("webhooks: Redis is unreachable (%s); deliveries go "
-                        "on, trying Redis again in a second", e)
-            stopping.wait(1.0)
+class _Stopper:
+    """What the stop signals do: the first stops the engine (and starts the
+    clock on it), a second exits at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.requested = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.on_signal)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            _exit_now(EXIT_FORCED, "a second {}: exiting now; what this "
+                      "worker held goes to another when its leases "
+                      "end".format(name))
+        self.requested.set()
+        limit = float(tk.config.get("ckanext.webhooks.timeout")) + STOP_GRACE
+        log.info("webhooks: %s: stopping (within %gs)", name, limit)
+        self.engine.stop()
+        # in every state, outages included: gone in time
+        timer = threading.Timer(limit, _exit_now, (
+            0, "not stopped within {:g}s: exiting; what this worker still "
+            "held goes to another when its leases end".format(limit)))
+        timer.daemon = True
+        timer.start()
 
 
-def run_worker(burst: bool = False) -> None:
-    """Deliver until stopped; with ``burst``, deliver what is due now (and
-    run what the queue holds), then return."""
+def run_worker(burst: bool = False) -> int:
+    """Deliver until stopped (or, with ``burst``, deliver what is due now);
+    the process's exit status."""
     try:
         sweep.sweep()
     except Exception:
@@ -77,34 +94,29 @@ def run_worker(burst: bool = False) -> None:
     finally:
         model.Session.remove()
     if burst:
-        try:
-            WebhooksWorker().work(burst=True, with_scheduler=False,
-                                  logging_level="WARNING")
-        except redis.exceptions.RedisError as e:
-            log.warning("webhooks: Redis is unreachable (%s)", e)
         run_burst()
-        return
+        return 0
 
     # CKAN, its plugins and SQLAlchemy are loaded and live as long as the
     # worker: out of the collector's sight, so that its full collections,
     # which the many short-lived objects of attempts set off, do not walk
     # them every time (measured: about 15% of the CPU per delivery)
     gc.freeze()
-    engine = EngineThread().start()
-    listener = listening.Listener(engine.engine).start()
-    engine.engine.listening = listener.listening
-    stopping = threading.Event()
-
-    def stop(signum, frame):  # before RQ installs its own handlers
-        stopping.set()
-        raise SystemExit(0)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    engine = Engine()
+    stopper = _Stopper(engine)
+    stopper.install()
+    listener: Optional[listening.Listener] = None
     try:
-        _work_queue(stopping)
-    except SystemExit:
-        pass
+        listener = listening.Listener(engine).start()
+        engine.listening = listener.listening
+        asyncio.run(engine.run())
+    except Exception:
+        log.exception("webhooks: the delivery engine failed; the worker "
+                      "exits (exit status %d) for its supervisor to start "
+                      "it again", EXIT_ENGINE_FAILED)
+        return EXIT_ENGINE_FAILED
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        listener.stop()
-        engine.stop(timeout=tk.config.get("ckanext.webhooks.timeout") + 10)
+        if listener is not None:
+            listener.stop()
+    log.info("webhooks: worker stopped")
+    return 0

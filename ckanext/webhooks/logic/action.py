@@ -10,12 +10,13 @@ import sqlalchemy as sa
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from ckanext.webhooks import addresses, examples, jobs, limits, verification
+from ckanext.webhooks import addresses, examples, limits, verification
 from ckanext.webhooks.logic import schema
+from ckanext.webhooks.pipeline import listening
 from ckanext.webhooks.model import (
     Attempt, Message, Hook, Secret, new_secret, utcnow,
     MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
-    STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
+    STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING, TYPE_PING, TYPE_VERIFY,
 )
 
 if TYPE_CHECKING:
@@ -253,14 +254,20 @@ def _new_message(hook: Hook, type_: str, data: dict[str, Any],
     return message
 
 
+def _wake_workers() -> None:
+    """The workers look for due messages when this transaction commits (and
+    by themselves every second in any case)."""
+    listening.notify_wake()
+
+
 def _commit_and_deliver(context: Context, message: Message) -> None:
-    """Commit, then ask a worker for the message; with ``defer_commit`` the
-    caller commits and the worker's sweep finds the message."""
+    """Commit, and the workers are woken for the message as it commits
+    (with ``defer_commit``, when the caller commits)."""
+    _wake_workers()
     if context.get("defer_commit"):
         model.Session.flush()
         return
     model.Session.commit()
-    jobs.enqueue_delivery([message.id])
 
 
 def _verify_intent() -> bool:
@@ -275,7 +282,7 @@ def _call_off(hook: Hook, reason: str) -> None:
     of that attempt is logged, and changes neither it nor the hook."""
     model.Session.query(Message).filter(
         Message.hook_id == hook.id, Message.status == MESSAGE_PENDING,
-        Message.type.in_([jobs.TYPE_PING, jobs.TYPE_VERIFY]),
+        Message.type.in_([TYPE_PING, TYPE_VERIFY]),
     ).update({"status": MESSAGE_FAILED, "error": reason,
               "lease_id": None, "lease_until": None},
              synchronize_session=False)
@@ -286,7 +293,7 @@ def _new_challenge(hook: Hook) -> Message:
     _call_off(hook, "superseded by a new challenge")
     hook.challenges_sent = (hook.challenges_sent or 0) + 1
     hook.last_challenge = utcnow()
-    return _new_message(hook, jobs.TYPE_VERIFY,
+    return _new_message(hook, TYPE_VERIFY,
                         {"challenge": verification.challenge_for(
                             hook.id, hook.address)})
 
@@ -300,7 +307,7 @@ def _may_challenge_again(hook: Hook) -> bool:
 
 def _latest_challenge(hook: Hook) -> Optional[Message]:
     return model.Session.query(Message).filter(
-        Message.hook_id == hook.id, Message.type == jobs.TYPE_VERIFY,
+        Message.hook_id == hook.id, Message.type == TYPE_VERIFY,
     ).order_by(Message.created.desc(), Message.id.desc()).first()
 
 
@@ -500,7 +507,7 @@ def _address_unverified(hook: Hook) -> None:
     _call_off(hook, "the address changed")
     # the old address's challenges do not count against the new one's
     model.Session.query(Message).filter(
-        Message.hook_id == hook.id, Message.type == jobs.TYPE_VERIFY,
+        Message.hook_id == hook.id, Message.type == TYPE_VERIFY,
     ).delete(synchronize_session=False)
     hook.verified = None
     hook.challenges_sent = 0
@@ -603,7 +610,7 @@ def webhook_ping(context: Context, data_dict: DataDict) -> str:
         raise _not_while_disabled()
     topic = data["topic"]
     if topic is None:
-        message = _new_message(hook, jobs.TYPE_PING, {})
+        message = _new_message(hook, TYPE_PING, {})
     else:
         if schema.is_wildcard(topic) or not schema.matches(hook.topics,
                                                            topic):
@@ -803,7 +810,7 @@ def webhook_recover(context: Context, data_dict: DataDict) -> int:
     failed = model.Session.query(
         Message.id, _visible().label("visible")).filter(
         Message.hook_id == hook.id, Message.status == MESSAGE_FAILED,
-        Message.type != jobs.TYPE_VERIFY, Message.created >= data["since"],
+        Message.type != TYPE_VERIFY, Message.created >= data["since"],
     ).order_by(Message.created, Message.id).all()
     ids = [row.id for row in failed]
     if ids:
@@ -811,9 +818,9 @@ def webhook_recover(context: Context, data_dict: DataDict) -> int:
         hook.last_recover = now
     model.Session.flush()
     if not context.get("defer_commit"):
-        model.Session.commit()
         if ids:
-            jobs.enqueue_delivery(ids)
+            _wake_workers()
+        model.Session.commit()
     # messages not yet judged for access go again too, uncounted: the
     # count must not tell of events the owner may not see
     return sum(1 for row in failed if row.visible)

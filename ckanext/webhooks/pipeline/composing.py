@@ -29,13 +29,12 @@ from ckan.lib.plugins import get_permission_labels
 
 from ckanext.webhooks import access
 from ckanext.webhooks.model import (
-    Event, Hook, STATUS_ACTIVE, STATUS_PENDING, utcnow)
+    Event, Hook, STATUS_ACTIVE, STATUS_PENDING, TYPE_PING, TYPE_VERIFY,
+    utcnow)
 from ckanext.webhooks.pipeline import bodies, payloads
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import host_key
 
-TYPE_PING = "webhook/ping"
-TYPE_VERIFY = "webhook/verify"
 # the challenge is attempted at most this many times in all
 MAX_CHALLENGE_ATTEMPTS = 3
 

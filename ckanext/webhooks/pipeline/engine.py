@@ -1,6 +1,6 @@
 """The loop that keeps hundreds of attempts in flight.
 
-One engine runs in each ``ckan webhooks worker`` (an asyncio loop in a
+One engine runs in each ``ckan webhooks worker`` (an asyncio loop in its
 thread of its own). It fans out waiting events, claims due messages of any
 events, composes them, sends them, records their outcomes, and claims more
 as attempts finish: a slow attempt holds only its own slot, never a batch.
@@ -67,8 +67,17 @@ COMPOSE_CHUNK = 100
 WAITING_PER_HOST = 100
 # seconds a burst run keeps trying while the database fails
 BURST_PATIENCE = 30.0
-# seconds before payload helpers that failed are started again
+# seconds before payload helpers that failed are started again, and the
+# most they are waited for to load CKAN
 HELPERS_AGAIN = 60.0
+HELPERS_READY = 120.0
+# seconds a stopping engine keeps trying to record and give back what it
+# holds while the database fails, beyond ``timeout`` (then its leases do)
+STOP_PATIENCE = 3.0
+
+
+class EngineFailed(RuntimeError):
+    """A part of the engine ended that it cannot deliver without."""
 
 
 def _in_session(fn: Callable, *args: Any) -> Any:
@@ -86,8 +95,6 @@ def _in_session(fn: Callable, *args: Any) -> Any:
 class Engine:
     """Delivers due messages until stopped (or, in burst mode, until none
     are due)."""
-
-    current: Optional["Engine"] = None
 
     def __init__(self, burst: bool = False):
         self.burst = burst
@@ -118,6 +125,7 @@ class Engine:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._wakeup: Optional[asyncio.Event] = None
         self._stopping = False
+        self._stopped_at: Optional[float] = None
         self._events_waiting = True
         # notifications of events so far: one that comes while waiting
         # events are being fanned out may be about an event committed too
@@ -152,11 +160,18 @@ class Engine:
         self.listening: Optional[threading.Event] = None
         self.last_sweep: Optional[datetime.datetime] = None
         self._beat_failing = False
-        # payload helper processes (``payloads``), not in burst runs
+        # payload helper processes (``payloads``), not in burst runs. They
+        # are started, waited for, restarted and closed on a thread of
+        # their own (that takes seconds); the loop only reads ``usable``
         self._helpers: Optional[payloads.Helpers] = None
         self._helpers_said = False
         self.helper_processes = 0 if burst else int(tk.config.get(
             "ckanext.webhooks.payload_processes"))
+        self._helper_thread = ThreadPoolExecutor(
+            1, thread_name_prefix="webhooks-helpers")
+        self._helpers_starting: Optional[asyncio.Future] = None
+        self._helpers_made: list[payloads.Helpers] = []
+        self._helpers_abort = threading.Event()
 
     # --- from other threads -----------------------------------------------
 
@@ -185,6 +200,8 @@ class Engine:
             self._wakeup.set()
 
     def _stop(self) -> None:
+        if not self._stopping:
+            self._stopped_at = time.monotonic()
         self._stopping = True
         self._wake()
 
@@ -199,12 +216,12 @@ class Engine:
         self._transport = Transport(
             tk.config.get("ckanext.webhooks.timeout"),
             tk.config.get("ckanext.webhooks.max_response_bytes"))
-        Engine.current = self
         self.started.set()
         self._transport.open()  # the TLS context loads before any attempt
-        if self._helpers is None:  # (tests give ready ones)
-            self._helpers = payloads.Helpers.start(self.helper_processes,
-                                                   payloads.config_file())
+        if self._helpers is None:
+            self._start_helpers()
+        else:  # (tests give ready ones)
+            self._helpers_made.append(self._helpers)
         renewing = asyncio.ensure_future(
             self._renew_every(claiming.lease_seconds() / 4))
         watching = asyncio.ensure_future(self._watch_every(WATCH))
@@ -212,9 +229,12 @@ class Engine:
                                          else self.sweep_interval)
         next_beat = time.monotonic()
         failing_since: Optional[float] = None
+        failed = False
         try:
             while True:
                 self._wakeup.clear()
+                _still_running(renewing, "renewing leases")
+                _still_running(watching, "watching attempts")
                 try:
                     busy = await self._step()
                     if not self.burst and time.monotonic() >= next_sweep:
@@ -231,6 +251,8 @@ class Engine:
                     if self.burst and failing_since is not None and \
                             time.monotonic() - failing_since > BURST_PATIENCE:
                         raise
+                    if self._gave_up_stopping():
+                        break
                     if failing_since is None:
                         failing_since = time.monotonic()
                         log.warning("webhooks: %s; trying again every "
@@ -249,6 +271,9 @@ class Engine:
                 else:  # a round need not have waited for anything: let
                     # the loop run the attempts before the next one
                     await asyncio.sleep(0)
+        except BaseException:
+            failed = True
+            raise
         finally:
             renewing.cancel()
             watching.cancel()
@@ -257,15 +282,28 @@ class Engine:
             if self._recording is not None:
                 self._recording.cancel()
             await self._transport.close()
-            if self._helpers is not None:
-                self._helpers.close()
-            if not self.burst:
+            self._helpers_abort.set()
+            await self._loop.run_in_executor(self._helper_thread,
+                                             self._close_helpers)
+            self._helper_thread.shutdown(wait=True)
+            if not self.burst and not failed:
+                # a worker that failed keeps its row: ``ckan webhooks
+                # status`` shows it gone once its beats stop
                 await self._leave()
-            if Engine.current is self:
-                Engine.current = None
             self._db.shutdown(wait=True)
             self._leases.shutdown(wait=True)
             self._records.shutdown(wait=True)
+
+    def _gave_up_stopping(self) -> bool:
+        """Stopping, with the database failing for longer than an attempt
+        takes: what it holds is left to its leases."""
+        if self._stopped_at is None or time.monotonic() - self._stopped_at \
+                < self._transport.timeout + STOP_PATIENCE:
+            return False
+        log.warning("webhooks: stopping without the database: %d messages "
+                    "held are claimed again by another worker when their "
+                    "leases end", len(self._held))
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         if self._finished or self._release:
@@ -373,23 +411,66 @@ class Engine:
 
     def _ready_helpers(self) -> Optional[payloads.Helpers]:
         """The payload helpers if they are ready; ones that failed are
-        started again after a while."""
+        started again after a while (on the helpers' thread)."""
         helpers = self._helpers
         if helpers is None:
             return None
         if helpers.broken:
-            if time.monotonic() - helpers.failed_at > HELPERS_AGAIN:
-                helpers.close()
-                self._helpers = payloads.Helpers.start(
-                    self.helper_processes, payloads.config_file())
+            if self._helpers_starting is None and not self._stopping and \
+                    time.monotonic() - helpers.failed_at > HELPERS_AGAIN:
+                self._helpers = None
                 self._helpers_said = False
+                self._start_helpers(old=helpers)
             return None
-        if not helpers.ready:
+        if not helpers.usable:
             return None
         if not self._helpers_said:
             self._helpers_said = True
             log.info("webhooks: %d payload helpers ready", len(helpers.pids))
         return helpers
+
+    def _start_helpers(self, old: Optional[payloads.Helpers] = None) -> None:
+        """Start payload helpers on their thread (after closing ``old``);
+        they are used once every one has loaded CKAN."""
+        if self.helper_processes <= 0:
+            return
+        assert self._loop is not None  # running
+        future = self._loop.run_in_executor(
+            self._helper_thread, self._bring_up_helpers, old)
+        self._helpers_starting = future
+        future.add_done_callback(self._helpers_up)
+
+    def _bring_up_helpers(self, old: Optional[payloads.Helpers]
+                          ) -> Optional[payloads.Helpers]:
+        """(On the helpers' thread.)"""
+        if old is not None:
+            old.close()
+        if self._helpers_abort.is_set():
+            return None
+        helpers = payloads.Helpers.start(self.helper_processes,
+                                         payloads.config_file())
+        if helpers is not None:
+            self._helpers_made.append(helpers)
+            helpers.wait_ready(HELPERS_READY, self._helpers_abort)
+        return helpers
+
+    def _helpers_up(self, future: asyncio.Future) -> None:
+        self._helpers_starting = None
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.warning("webhooks: payload helpers could not start: %s",
+                        error)
+            return
+        if not self._stopping:
+            self._helpers = future.result()
+
+    def _close_helpers(self) -> None:
+        """(On the helpers' thread.) Every helper this engine started."""
+        for helpers in self._helpers_made:
+            helpers.close()
+        self._helpers_made.clear()
 
     def _excluded_hooks(self) -> list[str]:
         busy = {host for host, queue in self._waiting.items()
@@ -643,6 +724,13 @@ class Engine:
                     _in_session, claiming.renew, dict(claims)))
 
 
+def _still_running(task: asyncio.Future, what: str) -> None:
+    """Raise if a task the engine cannot deliver without has ended."""
+    if task.done():
+        error = None if task.cancelled() else task.exception()
+        raise EngineFailed("{} ended: {!r}".format(what, error)) from error
+
+
 def run_burst(helpers: Optional[payloads.Helpers] = None
               ) -> collections.Counter:
     """Deliver everything due now, then return (tests, ``--burst``);
@@ -651,27 +739,3 @@ def run_burst(helpers: Optional[payloads.Helpers] = None
     engine._helpers = helpers
     asyncio.run(engine.run())
     return engine.stats
-
-
-class EngineThread:
-    """An engine on a thread of its own, beside RQ's worker loop."""
-
-    def __init__(self) -> None:
-        self.engine = Engine()
-        self._thread = threading.Thread(target=self._run,
-                                        name="webhooks-engine", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self.engine.run())
-        except Exception:
-            log.exception("webhooks: the delivery engine stopped")
-
-    def start(self) -> "EngineThread":
-        self._thread.start()
-        self.engine.started.wait(10)
-        return self
-
-    def stop(self, timeout: float) -> None:
-        self.engine.stop()
-        self._thread.join(timeout)

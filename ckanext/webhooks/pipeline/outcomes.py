@@ -27,10 +27,9 @@ from ckanext.webhooks import verification
 from ckanext.webhooks.model import (
     Hook, utcnow, MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
-    REASON_DISABLED_BY_OWNER)
+    REASON_DISABLED_BY_OWNER, TYPE_PING, TYPE_VERIFY)
 from ckanext.webhooks.pipeline import retries
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
-from ckanext.webhooks.pipeline.composing import TYPE_PING, TYPE_VERIFY
 from ckanext.webhooks.pipeline.sending import Outcome
 
 log = logging.getLogger(__name__)

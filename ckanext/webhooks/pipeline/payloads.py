@@ -158,10 +158,16 @@ class Stream:
 class Helpers:
     """The worker's helper processes. The payloads of a stream are dealt out
     in turn; each helper computes its share in order and sends each result
-    as soon as it has it."""
+    as soon as it has it.
+
+    Threads: the engine starts, waits for, restarts and closes helpers on a
+    thread of its own (``wait_ready`` and ``close`` block for seconds), and
+    the database thread streams payloads; the event loop only reads
+    ``usable``. One lock guards the pipes and the state."""
 
     def __init__(self, processes: int, config_file: str) -> None:
         context = multiprocessing.get_context("spawn")
+        self._lock = threading.RLock()
         self._helpers = [_Helper(context, config_file)
                          for _ in range(processes)]
         self._streams = 0
@@ -185,68 +191,94 @@ class Helpers:
                 if h.process.pid is not None]
 
     @property
+    def usable(self) -> bool:
+        """Ready and not broken: a plain read, for the event loop."""
+        return not self.broken and all(h.ready for h in self._helpers)
+
+    @property
     def ready(self) -> bool:
-        """Whether every helper has loaded CKAN (not waited for)."""
-        if self.broken:
-            return False
-        try:
-            for helper in self._helpers:
-                if not helper.ready and helper.conn.poll(0):
-                    _, failed = helper.conn.recv()
-                    if failed:
-                        self._fail(failed)
-                        return False
-                    helper.ready = True
-        except (EOFError, OSError) as e:
-            self._fail(e)
-            return False
-        return all(h.ready for h in self._helpers)
+        """Whether every helper has loaded CKAN (looks, does not wait)."""
+        with self._lock:
+            if self.broken:
+                return False
+            try:
+                for helper in self._helpers:
+                    if not helper.ready and helper.conn.poll(0):
+                        _, failed = helper.conn.recv()
+                        if failed:
+                            self._fail(failed)
+                            return False
+                        helper.ready = True
+            except (EOFError, OSError) as e:
+                self._fail(e)
+                return False
+            return all(h.ready for h in self._helpers)
+
+    def wait_ready(self, timeout: float,
+                   abort: Optional[threading.Event] = None) -> bool:
+        """Until every helper has loaded CKAN (or failed, or ``timeout``,
+        or ``abort`` is set)."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.broken or (abort is not None and abort.is_set()):
+                return False
+            if time.monotonic() > deadline:
+                with self._lock:
+                    self._fail("not ready within {:g}s".format(timeout))
+                return False
+            time.sleep(0.1)
+        return True
 
     def stream(self, items: list[tuple[str, Optional[str]]]
                ) -> Optional[Stream]:
         """Start computing ``items``; their results come in ``Stream``."""
-        self._streams += 1
-        count = len(self._helpers)
-        try:
-            for turn, helper in enumerate(self._helpers):
-                helper.results.clear()  # of earlier claims: never taken
-                helper.conn.send((self._streams, items[turn::count]))
-        except (OSError, ValueError) as e:
-            self._fail(e)
-            return None
-        return Stream(self, self._streams)
+        with self._lock:
+            if self.broken:
+                return None
+            self._streams += 1
+            count = len(self._helpers)
+            try:
+                for turn, helper in enumerate(self._helpers):
+                    helper.results.clear()  # of earlier claims: never taken
+                    helper.conn.send((self._streams, items[turn::count]))
+            except (OSError, ValueError) as e:
+                self._fail(e)
+                return None
+            return Stream(self, self._streams)
 
     def result(self, number: int, index: int) -> Result:
-        if self.broken:
-            return None
-        helper = self._helpers[index % len(self._helpers)]
-        place = (number, index // len(self._helpers))
-        deadline = time.monotonic() + WAIT
-        try:
-            while place not in helper.results:
-                if helper.conn.poll(1.0):
-                    got_number, got_place, result = helper.conn.recv()
-                    if got_number == number:  # not of an earlier claim
-                        helper.results[(got_number, got_place)] = result
-                elif not helper.process.is_alive():
-                    raise OSError("a helper process ended")
-                elif time.monotonic() > deadline:
-                    raise OSError("no answer within {:g}s".format(WAIT))
-        except (EOFError, OSError) as e:
-            self._fail(e)
-            return None
-        return helper.results.pop(place)
+        with self._lock:
+            if self.broken:
+                return None
+            helper = self._helpers[index % len(self._helpers)]
+            place = (number, index // len(self._helpers))
+            deadline = time.monotonic() + WAIT
+            try:
+                while place not in helper.results:
+                    if helper.conn.poll(1.0):
+                        got_number, got_place, result = helper.conn.recv()
+                        if got_number == number:  # not of an earlier claim
+                            helper.results[(got_number, got_place)] = result
+                    elif not helper.process.is_alive():
+                        raise OSError("a helper process ended")
+                    elif time.monotonic() > deadline:
+                        raise OSError("no answer within {:g}s".format(WAIT))
+            except (EOFError, OSError) as e:
+                self._fail(e)
+                return None
+            return helper.results.pop(place)
 
     def _fail(self, error: Any) -> None:
+        """Out of use at once; the processes are told to end (not waited
+        for: ``close`` does that, on the helpers' thread)."""
         if not self.broken:
             self.broken = True
             self.failed_at = time.monotonic()
             log.warning("webhooks: payload helpers out of use (%s); the "
                         "worker computes payloads itself", error)
-            self.close()
+            self._terminate()
 
-    def close(self) -> None:
-        """Stop the helpers now: a payload under way is not waited for."""
+    def _terminate(self) -> None:
         for helper in self._helpers:
             try:
                 helper.conn.close()
@@ -254,6 +286,13 @@ class Helpers:
                     helper.process.terminate()
             except Exception:
                 pass
+
+    def close(self) -> None:
+        """Stop the helpers now (a payload under way is not waited for) and
+        wait for them to end: up to three seconds each."""
+        with self._lock:
+            self.broken = True
+            self._terminate()
         for helper in self._helpers:
             helper.process.join(2)
             if helper.process.is_alive():

@@ -116,10 +116,14 @@ class OwnPostgres:
     def create(self) -> None:
         self._run(os.path.join(self.bin, "initdb"), "-D", self.dir,
                   "-U", "postgres", "-A", "trust")
-        self._ctl("-o", "-p {} -k /tmp -c listen_addresses=127.0.0.1"
-                  .format(self.port), "start")
+        self.start()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port),
                   "-U", "postgres", "ckan")
+
+    def start(self) -> None:
+        """Start it again after ``stop``."""
+        self._ctl("-o", "-p {} -k /tmp -c listen_addresses=127.0.0.1"
+                  .format(self.port), "start")
 
     def restart(self) -> None:
         self._ctl("-m", "fast", "restart")
@@ -162,3 +166,31 @@ class OwnRedis:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+ACTION_RUNNER = os.path.join(os.path.dirname(__file__), "action_runner.py")
+
+
+def run_actions(ini: Path, *calls: tuple[str, dict]) -> list[dict]:
+    """Run actions in a CKAN process against ``ini``'s database (a private
+    PostgreSQL cluster, say); one ``{"result": ..., "at": ...}`` each."""
+    import json
+    lines = "".join("{} {}\n".format(action, json.dumps(data))
+                    for action, data in calls)
+    done = subprocess.run([sys.executable, ACTION_RUNNER, str(ini)],
+                          input=lines, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines()
+            if line.startswith("{")]
+
+
+def private_ckan(test_ini: str, path: Path, postgres: "OwnPostgres",
+                 **options) -> Path:
+    """A config for CKAN on ``postgres``, its tables created."""
+    ini = write_ini(test_ini, path, **worker_options(
+        **{"sqlalchemy.url": postgres.url}, **options))
+    for args in (["db", "init"], ["db", "upgrade", "-p", "webhooks"]):
+        subprocess.run([CKAN, "-c", str(ini), *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return ini

@@ -12,13 +12,11 @@ import time
 import pytest
 
 import ckan.model as model
-from ckan.lib import jobs as ckan_jobs
 import ckan.plugins.toolkit as tk
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks import jobs
 from ckanext.webhooks.pipeline import sweep as sweeping
-from ckanext.webhooks.model import Message, Event, Hook
+from ckanext.webhooks.model import Message, Hook
 from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.factories import HookFactory
 from ckanext.webhooks.tests.receiver import Answer
@@ -136,13 +134,8 @@ def test_two_workers_never_send_the_same_attempt_twice(
     hooks = [HookFactory(receiver=receiver, path="/many") for _ in range(15)]
     hooks += [HookFactory(receiver=receiver, path="/many?n={}".format(n))
               for n in range(25)]
-    dataset = factories.Dataset()
-    event = model.Session.query(Event).filter_by(
-        entity_id=dataset["id"]).one()
-    # the same event in the queue three times more: workers race for it
-    queue = ckan_jobs.get_queue(tk.config.get("ckanext.webhooks.queue"))
-    for _ in range(3):
-        queue.enqueue(jobs.fan_out_event, event.id)
+    factories.Dataset()
+    # both workers race for the event and its 40 messages
     options = processes.worker_options(own_redis.url,
                               **{"ckanext.webhooks.concurrency": 4})
     workers(**options)
@@ -281,15 +274,6 @@ def test_old_finished_deliveries_are_pruned(receiver, run_jobs):
     sweeping.sweep()
     remaining = helpers.call_action("webhook_delivery_list", id=hook_id)
     assert [d["id"] for d in remaining] == [new["id"]]
-
-
-def test_events_need_no_job_to_be_delivered(receiver, run_jobs,
-                                            clean_webhooks_queue):
-    HookFactory(receiver=receiver)
-    factories.Dataset()
-    clean_webhooks_queue.empty()  # whatever Redis held is lost
-    run_jobs()  # the worker finds the event in the database
-    assert len(receiver.wait_for(1)) == 1
 
 
 # --- operators' commands --------------------------------------------------
