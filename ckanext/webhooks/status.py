@@ -1,8 +1,8 @@
 """How delivery is doing, in one place: ``ckan webhooks status``.
 
 Everything comes from PostgreSQL (the messages, the events, the hooks and
-the workers' heartbeats, ``pipeline.heartbeat``); RQ's registry of workers is
-added when Redis answers. Delivery is **stuck** when:
+the workers' heartbeats, ``pipeline.heartbeat``). Delivery is **stuck**
+when:
 
 - the webhooks tables are missing or outdated (nothing is recorded), or
 - work is due (a message, or an event waiting for fan-out) and no worker

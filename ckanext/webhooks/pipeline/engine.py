@@ -1,7 +1,7 @@
 """The loop that keeps hundreds of attempts in flight.
 
-One engine runs in each ``ckan webhooks worker`` (an asyncio loop in its
-thread of its own). It fans out waiting events, claims due messages of any
+One engine runs in each ``ckan webhooks worker`` (an asyncio loop in the
+process's main thread; ``worker`` handles its signals). It fans out waiting events, claims due messages of any
 events, composes them, sends them, records their outcomes, and claims more
 as attempts finish: a slow attempt holds only its own slot, never a batch.
 
