@@ -157,6 +157,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: starts processes (workers, CKAN servers, its own "
         "Redis or PostgreSQL, a browser); `make test-fast` leaves it out")
+    config.addinivalue_line(
+        "markers", "demo_solr(value): DEMO_SOLR for test_demo's `make demo`")
 
 
 # fixtures that start processes: a test using one is slow
