@@ -196,6 +196,10 @@ stop() {  # stop HOME: TERM (Solr closes its cores), KILL after 20s
     local home=$1 pid i
     [ -s "$home/solr.pid" ] || return 0
     pid=$(cat "$home/solr.pid")
+    # what it cost: the JVM's peak resident memory (it is the session leader)
+    if [ -r "/proc/$pid/status" ]; then
+        log "stopping pid $pid; peak memory $(awk '/^VmHWM/ {print $2, $3}' "/proc/$pid/status")"
+    fi
     if kill -TERM -- "-$pid" 2>/dev/null; then
         for ((i = 0; i < 100; i++)); do
             kill -0 "$pid" 2>/dev/null || break
