@@ -112,10 +112,12 @@ TEST_SOLR_URL ?=
 WITH_TEST_SOLR = $(if $(TEST_SOLR_URL),env CKAN_SOLR_URL=$(TEST_SOLR_URL),\
 	VENV=$(VENV) bash scripts/solr.sh run)
 
+# (the database commands inside it too: CKAN checks its Solr when it starts)
 test test-fast: venv services browser $(filter .test-%,$(TEST_INI))
-	$(BIN)/ckan -c $(TEST_INI) db init
-	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
-	$(WITH_TEST_SOLR) $(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
+	$(WITH_TEST_SOLR) bash -c '"$$1" -c "$$2" db init && \
+		"$$1" -c "$$2" db upgrade -p webhooks && exec "$${@:3}"' _ \
+		$(BIN)/ckan $(TEST_INI) \
+		$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
 
 test-matrix:
 	@for v in $(MATRIX); do \
