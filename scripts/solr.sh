@@ -38,6 +38,7 @@ case ${VENV:=.venv} in
     /*) BIN=$VENV/bin ;;
     *) BIN=$ROOT/$VENV/bin ;;
 esac
+HOME=${HOME:-$(cd ~ && pwd)}  # CI may start us without it
 CACHE=${SOLR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ckanext-webhooks/solr}
 WAIT_SECONDS=${SOLR_WAIT_SECONDS:-120}
 
