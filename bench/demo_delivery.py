@@ -4,7 +4,8 @@ Runs ``make demo`` (its own Solr included, or DEMO_SOLR as set) on free
 ports in a temporary directory, runs ``.demo/try.py`` as soon as the demo
 says it is up, and reports the seconds from ``make demo`` to: the demo up,
 try.py done (the hook verified and the dataset created), the receiver's
-VERIFIED line for the dataset's ``dataset/create`` delivery. Then it stops the demo with a TERM, as Ctrl-C would.
+VERIFIED line for the dataset's ``dataset/create`` delivery. Then it stops
+the demo with a TERM, as Ctrl-C would.
 
     .venv/bin/python bench/demo_delivery.py [RUNS]
 
