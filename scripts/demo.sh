@@ -112,7 +112,11 @@ start() {  # start NAME LOGFILE COMMAND...: own session, so we can stop its chil
     echo "started $name (pid $!), log: ${logfile#"$ROOT"/}"
 }
 stop_all() {
-    trap - EXIT INT TERM
+    # a second signal must not cut the stopping short: make passes its TERM
+    # or INT on to this script after the one the whole job got, and one
+    # landing here would leave the processes not yet stopped running
+    trap - EXIT
+    trap '' INT TERM
     set +e  # stop everything we can, whatever fails
     [ ${#PIDS[@]} -eq 0 ] && return
     say "stopping the demo"
