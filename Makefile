@@ -2,9 +2,13 @@
 #
 #   make venv       .venv with CKAN $(CKAN_VERSION), test tools and this extension
 #   make services   PostgreSQL and Redis up, role ckan_default, databases ckan_test/ckan_demo
+#   make solr       Apache Solr 9 (Maven) with a `ckan` core on 127.0.0.1:$(SOLR_PORT),
+#                   in the foreground; `make test`, `make demo` and `make bench`
+#                   start one of their own (scripts/solr.sh)
 #   make browser    Debian's chromium, for the browser test
 #   make lint       ruff and mypy (pinned in lint-requirements.txt)
 #   make test       run the test suite (PYTEST_ARGS="-k smoke -x" to pass options)
+#                   against a Solr of its own (TEST_SOLR_URL=... to use another)
 #                   on another CKAN: make test CKAN_VERSION=2.12.0
 #   make test-fast  the suite without the slow tests (pytest -m "not slow": those
 #                   that start workers, CKAN servers, a browser, the demo or a
@@ -41,7 +45,7 @@ STAMP := $(VENV)/.installed-$(CKAN_VERSION)
 # the demo needs CKAN, the extension and scripts/demo-requirements.txt only
 DEMO_STAMP := $(VENV)/.demo-installed-$(CKAN_VERSION)
 
-.PHONY: venv demo-venv build-tools services browser lint test test-fast \
+.PHONY: venv demo-venv build-tools services solr browser lint test test-fast \
 	test-matrix bench demo clean
 
 venv: $(STAMP)
@@ -64,6 +68,11 @@ $(STAMP): pyproject.toml setup.py dev-requirements.txt browser-requirements.txt 
 
 services:
 	bash scripts/services.sh
+
+SOLR_PORT ?= 8983
+SOLR_HOME ?= .solr
+solr: venv
+	VENV=$(VENV) exec bash scripts/solr.sh foreground $(SOLR_HOME) $(SOLR_PORT)
 
 # the browser test drives Debian's chromium with playwright (no downloads)
 browser:
@@ -95,10 +104,20 @@ lint: venv $(LINT_STAMP)
 # the slow tests are marked in the tests (conftest.py registers the marker)
 test-fast: SELECT_TESTS := -m "not slow"
 
+# One Solr for the whole run (scripts/solr.sh run: a free port, the index in
+# memory, CKAN's schema from $(VENV), stopped afterwards); the tests and the
+# workers and servers they start read its core from CKAN_SOLR_URL.
+# TEST_SOLR_URL=http://127.0.0.1:8983/solr/ckan uses a Solr already running.
+TEST_SOLR_URL ?=
+WITH_TEST_SOLR = $(if $(TEST_SOLR_URL),env CKAN_SOLR_URL=$(TEST_SOLR_URL),\
+	VENV=$(VENV) bash scripts/solr.sh run)
+
+# (the database commands inside it too: CKAN checks its Solr when it starts)
 test test-fast: venv services browser $(filter .test-%,$(TEST_INI))
-	$(BIN)/ckan -c $(TEST_INI) db init
-	$(BIN)/ckan -c $(TEST_INI) db upgrade -p webhooks
-	$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
+	$(WITH_TEST_SOLR) bash -c '"$$1" -c "$$2" db init && \
+		"$$1" -c "$$2" db upgrade -p webhooks && exec "$${@:3}"' _ \
+		$(BIN)/ckan $(TEST_INI) \
+		$(BIN)/pytest --ckan-ini=$(TEST_INI) ckanext/webhooks/tests $(SELECT_TESTS) $(PYTEST_ARGS)
 
 test-matrix:
 	@for v in $(MATRIX); do \
@@ -124,4 +143,4 @@ demo: demo-venv services
 	VENV=$(VENV) exec bash scripts/demo.sh
 
 clean:
-	rm -rf .venv .venv-* .demo .test-*.ini .test-storage
+	rm -rf .venv .venv-* .demo .solr .test-*.ini .test-storage

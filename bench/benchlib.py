@@ -1,7 +1,10 @@
 """What every benchmark shares: paths, CKAN in-process, bulk hooks, nginx.
 
 The benchmarks talk to their own database (ckan_bench) and Redis db (9), both
-named in bench/bench.ini, and reset the webhooks tables between benchmarks.
+named in bench/bench.ini (or in the config that WEBHOOKS_BENCH_INI names), and
+reset the webhooks tables between benchmarks. CKAN indexes into the Solr that
+bench/run starts (CKAN_SOLR_URL); with WEBHOOKS_BENCH_SOLR=none the stand-in
+plugin webhooks_demo_nosolr is added on every side instead.
 """
 from __future__ import annotations
 
@@ -24,14 +27,27 @@ from typing import Any, Iterable, Optional
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-INI = os.path.join(BENCH, "bench.ini")
+INI = os.path.abspath(os.environ.get("WEBHOOKS_BENCH_INI")
+                      or os.path.join(BENCH, "bench.ini"))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 PYTHON = os.path.join(VENV_BIN, "python")
 CKAN = os.path.join(VENV_BIN, "ckan")
 
+
+
+def _from_ini(key: str) -> str:
+    import configparser
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(INI)
+    return parser.get("app:main", key)
+
+
 DSN = dict(host="127.0.0.1", user="ckan_default", password="pass",
-           dbname="ckan_bench")
-REDIS_URL = "redis://127.0.0.1:6379/9"
+           dbname=_from_ini("sqlalchemy.url").rsplit("/", 1)[1])
+REDIS_URL = _from_ini("ckan.redis.url")
+# "none": no Solr, the stand-in plugin on every side (today's figures before
+# the benchmarks had a Solr)
+NO_SOLR = os.environ.get("WEBHOOKS_BENCH_SOLR") == "none"
 
 
 def log(*parts: Any) -> None:
@@ -63,6 +79,8 @@ def plugin_list(webhooks_on: bool) -> str:
     plugins = load_config(INI)["ckan.plugins"].split()
     if not webhooks_on:
         plugins = [p for p in plugins if p != "webhooks"]
+    if NO_SOLR:
+        plugins.append("webhooks_demo_nosolr")
     return " ".join(plugins)
 
 
@@ -71,9 +89,7 @@ def make_app(webhooks_on: bool = True):
     from ckan.cli import load_config
     from ckan.config.middleware import make_app as ckan_make_app
     conf = load_config(INI)
-    if not webhooks_on:
-        conf["ckan.plugins"] = " ".join(
-            p for p in conf["ckan.plugins"].split() if p != "webhooks")
+    conf["ckan.plugins"] = plugin_list(webhooks_on)
     return ckan_make_app(conf)
 
 
@@ -94,8 +110,8 @@ def ensure_datasets(names: Iterable[str], org_name: str,
     """Create (once) an organization, a group and datasets with resources."""
     import ckan.plugins.toolkit as tk
     context = sysadmin_context
-    # organization_create/group_create call package_search, which the no-Solr
-    # stand-in cannot answer: make the two groups directly
+    # made directly in the model, as when there was no Solr here
+    # (organization_create and group_create call package_search)
     org = _group(org_name, is_organization=True)
     group = _group(group_name, is_organization=False) if group_name else None
     datasets = {}

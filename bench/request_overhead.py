@@ -1,7 +1,9 @@
 """Benchmark 1: what the plugin adds to a ``package_update`` request.
 
 Two CKAN processes run side by side, one with ``webhooks`` in ckan.plugins and
-one without (both with the no-Solr stand-in). The parent lets them take turns,
+one without, both indexing each update into the same real Solr (bench/run
+starts it; WEBHOOKS_BENCH_SOLR=none gives both the no-Solr stand-in instead,
+as before the benchmarks had a Solr). The parent lets them take turns,
 a round of updates each, so both see the same machine state, and compares the
 medians. With the plugin on, 10,000 hooks are registered and 1,000 of them
 match the updated dataset; no worker runs, so the request pays only for
@@ -143,6 +145,7 @@ def run(rounds: int, per_round: int) -> dict:
     on_median = benchlib.median(times["on"])
     off_median = benchlib.median(times["off"])
     return {
+        "solr": "none (stand-in)" if benchlib.NO_SOLR else "real",
         "hooks": hooks, "matching": 1000, "updates_per_side": len(times["on"]),
         "events_recorded": events,
         "on_median_ms": on_median * 1000, "off_median_ms": off_median * 1000,

@@ -46,8 +46,9 @@ def table(results: dict, size: str) -> str:
         rows.append((
             "1 request overhead",
             "package_update median, plugin on / off ({} hooks, {} matching; "
-            "{} updates each)".format(o["hooks"], o["matching"],
-                                      o["updates_per_side"]),
+            "{} updates each; Solr: {})".format(
+                o["hooks"], o["matching"], o["updates_per_side"],
+                o.get("solr", "none (stand-in)")),
             "{:.1f} / {:.1f} ms".format(o["on_median_ms"],
                                         o["off_median_ms"]),
             "{:.3f}".format(o["ratio"]), "<= 1.05",

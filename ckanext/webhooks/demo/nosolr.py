@@ -1,8 +1,11 @@
-"""STAND-IN FOR SOLR, for the demo and end-to-end tests only.
+"""STAND-IN FOR SOLR, only for ``make demo DEMO_SOLR=none`` and
+``WEBHOOKS_BENCH_SOLR=none bench/run``.
 
 CKAN indexes every dataset write into Solr and fails the write when there is
 none. This plugin (``webhooks_demo_nosolr``) makes indexing and search no-ops
-so the demo can run without Solr. Never enable it on a real portal: use the
+so the demo can run without Solr; its search, organization and group pages
+then list no datasets. The demo, the tests and the benchmarks run a real
+Solr by default (scripts/solr.sh). Never enable it on a real portal: use the
 operator's Solr there. ckanext-webhooks itself never touches search.
 """
 import ckan.plugins as p

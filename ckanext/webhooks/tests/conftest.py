@@ -1,5 +1,6 @@
-"""Fixtures: the webhooks tables, no Solr, a real receiver, real workers,
-a Redis server of the test's own; the `slow` marker."""
+"""Fixtures: the webhooks tables, a search index emptied with the database,
+a real receiver, real workers, a Redis server of the test's own; the
+`slow` marker; a real Solr is required (`make test` starts one)."""
 from __future__ import annotations
 
 import os
@@ -9,30 +10,31 @@ import pytest
 import ckan.model as model
 import ckan.lib.redis as ckan_redis
 from ckan.lib import jobs as ckan_jobs
-from ckan.lib.search import index as search_index, query as search_query
+from ckan.lib import search
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.tests import processes
 from ckanext.webhooks.tests.receiver import Receiver
 
 
+@pytest.fixture(scope="session", autouse=True)
+def solr():
+    """Stop at once, saying how to get one, when there is no Solr: every
+    dataset write indexes into it."""
+    if not search.is_available():
+        pytest.exit("no Solr answers at {} (solr_url, or CKAN_SOLR_URL): run "
+                    "the tests with `make test`, which starts one, or under "
+                    "`scripts/solr.sh run pytest ...`".format(
+                        search.SolrSettings.get()[0]), returncode=3)
+
+
 @pytest.fixture(autouse=True)
-def no_solr(monkeypatch):
-    """There is no Solr here: CKAN's search index becomes a no-op.
-
-    The extension never touches search; only CKAN's own dataset writes do.
-    """
-    for name in ("index_package", "update_dict", "remove_dict",
-                 "insert_dict", "delete_package", "commit"):
-        monkeypatch.setattr(search_index.PackageSearchIndex, name,
-                            lambda *a, **k: None)
-
-    def no_results(query, *args, **kwargs):
-        # package_search (used by organization_show/group_show) reads these
-        query.count, query.results, query.facets = 0, [], {}
-        return {"results": [], "count": 0, "facets": {},
-                "search_facets": {}}
-    monkeypatch.setattr(search_query.PackageSearchQuery, "run", no_results)
+def clean_index_with_db(request):
+    """The search index is emptied whenever the database is, as CKAN's own
+    tests pair ``clean_db`` with ``clean_index`` (only this site's
+    documents: ``ckan.site_id``)."""
+    if "clean_db" in request.fixturenames:
+        request.getfixturevalue("clean_index")
 
 
 @pytest.fixture(autouse=True)
@@ -160,6 +162,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: starts processes (workers, CKAN servers, its own "
         "Redis or PostgreSQL, a browser); `make test-fast` leaves it out")
+    config.addinivalue_line(
+        "markers", "demo_solr(value): DEMO_SOLR for test_demo's `make demo`")
 
 
 # fixtures that start processes: a test using one is slow

@@ -71,7 +71,7 @@ def portal(request, tmp_path, webhooks, forget_creation_rates):
     port = free_port()
     url = "http://127.0.0.1:{}".format(port)
     ini = write_ini(test_ini, tmp_path / "server.ini", **{
-        "ckan.plugins": "webhooks webhooks_demo_nosolr",
+        "ckan.plugins": "webhooks",
         "ckan.site_url": url,
         "WTF_CSRF_ENABLED": "true",
         "ckanext.webhooks.verify_intent": "true",

@@ -1,11 +1,13 @@
-"""`make demo` as a user runs it: it comes up, .demo/try.py leads to the
-hook's page, and Ctrl-C or a TERM to make stops every process it started.
+"""`make demo` as a user runs it: it comes up with a Solr of its own,
+.demo/try.py leads to the hook's page and its dataset is listed on the
+search, organization and group pages, and Ctrl-C or a TERM to make stops
+every process it started.
 
 Runs make with this test's virtualenv and CKAN version, on free ports, in a
 temporary directory and on the test's own database and Redis db (DEMO_PORT,
-DEMO_RECEIVER_PORT, DEMO_DIR, DEMO_DATABASE_URL, DEMO_REDIS_URL): never on
-the developer's ckan_demo, which a test run of another CKAN version would
-migrate away from the demo's own.
+DEMO_RECEIVER_PORT, DEMO_SOLR_PORT, DEMO_DIR, DEMO_DATABASE_URL,
+DEMO_REDIS_URL): never on the developer's ckan_demo, which a test run of
+another CKAN version would migrate away from the demo's own.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def _terminal_default_signals() -> None:
 
 
 class Demo:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, solr: str = "local") -> None:
         self.dir = tmp_path / "demo"
         self.port = free_port()
         self.receiver_port = free_port()
@@ -50,6 +52,7 @@ class Demo:
         env = dict(os.environ, DEMO_DIR=str(self.dir),
                    DEMO_PORT=str(self.port),
                    DEMO_RECEIVER_PORT=str(self.receiver_port),
+                   DEMO_SOLR=solr, DEMO_SOLR_PORT=str(free_port()),
                    DEMO_DATABASE_URL=tk.config.get("sqlalchemy.url"),
                    DEMO_REDIS_URL=tk.config.get("ckan.redis.url"))
         env.pop("MAKEFLAGS", None)
@@ -120,15 +123,22 @@ def _wait_until_gone(sessions: list[int], timeout: float = 30) -> list[str]:
 
 
 @pytest.fixture
-def demo(tmp_path):
-    started = Demo(tmp_path)
+def demo(request, tmp_path):
+    marker = request.node.get_closest_marker("demo_solr")
+    started = Demo(tmp_path, *(marker.args if marker else ()))
     yield started
     started.stop()
 
 
+def _page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        assert answer.status == 200
+        return answer.read().decode()
+
+
 def test_try_py_leads_to_the_hooks_page_and_term_stops_everything(demo):
     sessions = demo.wait_until_up()
-    assert len(sessions) == 3  # receiver, worker, CKAN
+    assert len(sessions) == 4  # Solr, receiver, worker, CKAN
 
     tried = subprocess.run([str(demo.python), str(demo.dir / "try.py")],
                            capture_output=True, text=True, timeout=120)
@@ -136,9 +146,12 @@ def test_try_py_leads_to_the_hooks_page_and_term_stops_everything(demo):
     page = re.search(r"{}/webhooks/[A-Za-z0-9_-]+".format(re.escape(
         demo.url)), tried.stdout)
     assert page, tried.stdout
-    with urllib.request.urlopen(page.group(0), timeout=10) as answer:
-        assert answer.status == 200
-        assert "Webhook: A dataset is created" in answer.read().decode()
+    assert "Webhook: A dataset is created" in _page(page.group(0))
+    # indexed into the demo's Solr: listed where a visitor looks for it
+    for listing in ("dataset", "organization/demo-org", "group/demo-group"):
+        assert "{}/{}".format(demo.url, listing) in tried.stdout
+        assert "Webhooks demo dataset" in _page(
+            "{}/{}".format(demo.url, listing)), listing
 
     demo.make.send_signal(signal.SIGTERM)
     demo.make.wait(60)
@@ -146,8 +159,16 @@ def test_try_py_leads_to_the_hooks_page_and_term_stops_everything(demo):
     assert "stopped" in demo.log()
 
 
-def test_ctrl_c_stops_everything(demo):
+# Without Solr here: the stand-in must say so loudly. Ctrl-C stops Solr
+# through the same trap as a TERM, which the test above checks with Solr.
+@pytest.mark.demo_solr("none")
+def test_ctrl_c_stops_everything_and_no_solr_says_so(demo):
     sessions = demo.wait_until_up()
+    assert len(sessions) == 3  # receiver, worker, CKAN: no Solr
+    assert "NO SOLR" in demo.log()
+    assert "webhooks_demo_nosolr" in demo.log()
+    with urllib.request.urlopen(demo.url + "/dataset", timeout=30) as answer:
+        assert answer.status == 200
     # Ctrl-C: the terminal sends SIGINT to the whole foreground job
     os.killpg(demo.make.pid, signal.SIGINT)
     demo.make.wait(60)
