@@ -53,6 +53,21 @@ def _entity_labels() -> dict[str, str]:
     }
 
 
+def webhooks_kind_label(kind: str) -> str:
+    """What a topic's prefix names: "Datasets"..."""
+    return dict(_entity_labels(), webhook=tk._("The webhook itself")).get(
+        kind, kind)
+
+
+def webhooks_catalogue_link(topic: str) -> str:
+    """The address of a topic's section of the event catalogue (of its
+    kind for a wildcard)."""
+    kind = topic.split("/", 1)[0]
+    return tk.h.url_for("webhooks.events") + "#" + (
+        "kind-" + kind if schema.is_wildcard(topic)
+        else topic.replace("/", "-"))
+
+
 def webhooks_topic_label(topic: Optional[str]) -> str:
     """What a topic means, e.g. "A dataset is created"."""
     return _topic_labels().get(topic or "", topic or "")

@@ -9,6 +9,7 @@ The admin page is for sysadmins; its buttons post to the hook's own routes.
 from __future__ import annotations
 
 import datetime
+import json
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from werkzeug.exceptions import NotFound
 
 import ckan.plugins.toolkit as tk
 
+from ckanext.webhooks import catalogue
 from ckanext.webhooks.status import delivery_status
 from ckanext.webhooks.model import FILTER_NAMES as FILTERS, utcnow
 
@@ -211,6 +213,46 @@ class IndexView(MethodView):
 
 
 webhooks.add_url_rule("", view_func=IndexView.as_view("index"))
+
+
+@webhooks.route("/events")
+def events() -> str:
+    """The event catalogue: every type, who gets it, an example body."""
+    return tk.render("webhooks/events.html", {
+        "catalogue": catalogue.entries()})
+
+
+def _json_document(document: dict[str, Any], mimetype: str) -> Response:
+    response = current_app.response_class(
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+        mimetype=mimetype)
+    # public documents, for tools on any site
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _schema_url(message_type: str) -> str:
+    kind, _, name = message_type.partition("/")
+    return tk.h.url_for("webhooks.event_schema", kind=kind, name=name,
+                        _external=True)
+
+
+@webhooks.route("/events/openapi.json")
+def events_openapi() -> Response:
+    """The catalogue as an OpenAPI 3.1 document (its ``webhooks``)."""
+    return _json_document(catalogue.openapi(
+        tk.config.get("ckan.site_url"), tk.config.get("ckan.site_title"),
+        _schema_url), "application/json")
+
+
+@webhooks.route("/events/<kind>/<name>.json")
+def event_schema(kind: str, name: str) -> Response:
+    """The JSON Schema of one type's bodies."""
+    message_type = "{}/{}".format(kind, name)
+    if message_type not in catalogue.message_types():
+        return _not_found(tk._("No such event type"))
+    return _json_document(catalogue.topic_schema(
+        message_type, _schema_url(message_type)), "application/schema+json")
 
 
 @webhooks.route("/open", methods=["GET", "POST"])

@@ -27,7 +27,7 @@ TOPICS = (
 
 FILTERS = ("dataset", "organization", "group", "resource")
 # what a delivery can be: the topics, and the messages of the hook itself
-HOOK_MESSAGE_TYPES = ("webhook/ping", "webhook/verify")
+HOOK_MESSAGE_TYPES = ("webhook/verify", "webhook/ping")
 MESSAGE_TYPES = TOPICS + HOOK_MESSAGE_TYPES
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 DESCRIPTION_LENGTH = 200
