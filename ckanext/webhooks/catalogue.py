@@ -136,7 +136,7 @@ def audience(message_type: str) -> str:
     return _audiences().get(kind_of(message_type), "")
 
 
-# --- JSON Schema --------------------------------------------------------------
+# --- JSON Schema -------------------------------------------------------------
 
 _TEXT = {"type": "string"}
 _MAYBE_TEXT = {"type": ["string", "null"]}
