@@ -317,7 +317,7 @@ def _message(message_type: str, ref: Ref) -> dict[str, Any]:
 
 def topic_schema(message_type: str, schema_id: str) -> dict[str, Any]:
     """A standalone JSON Schema (2020-12) of a type's bodies."""
-    document = {"$schema": JSON_SCHEMA, "$id": schema_id}
+    document: dict[str, Any] = {"$schema": JSON_SCHEMA, "$id": schema_id}
     document.update(_message(message_type,
                              lambda name: {"$ref": "#/$defs/" + name}))
     document["$defs"] = _definitions(lambda name: {"$ref": "#/$defs/" + name})
