@@ -88,6 +88,10 @@ def _known_topic(value: str) -> None:
 
 
 def _usable_address(value: str) -> None:
+    if not value.strip():
+        raise SchemaError(tk._(
+            "Enter the address of your receiver, e.g. "
+            "https://example.com/ckan-webhook"))
     problem = addresses.syntax_problem(value)
     if problem:
         raise SchemaError(problem)
@@ -101,9 +105,23 @@ def _filter() -> Text:
     return Text(allow_none=True, validate=validate.Length(max=200))
 
 
+def _no_topic_twice(topics: list[str]) -> None:
+    """A topic its wildcard already covers is a mistake (the hook would
+    look as if it got that event twice)."""
+    covered = [t for t in topics if not is_wildcard(t)
+               and t.split("/")[0] + "/*" in topics]
+    if covered:
+        raise SchemaError(tk._(
+            "{topics} already covered by {wildcards}: choose either the "
+            "wildcard or single events").format(
+            topics=", ".join(covered), wildcards=", ".join(sorted(
+                {t.split("/")[0] + "/*" for t in covered}))))
+
+
 def _topics() -> fields.List:
     return fields.List(Text(validate=_known_topic),
-                       validate=validate.Length(min=1, max=len(TOPICS)))
+                       validate=[validate.Length(min=1, max=len(TOPICS)),
+                                 _no_topic_twice])
 
 
 class _Base(Schema):
