@@ -660,5 +660,10 @@ def _logged_in_only() -> Optional[Response]:
 @webhooks_dashboard.route("", endpoint="index")
 def dashboard_index() -> str:
     """The dashboard's "My Webhooks" tab: the user's own hooks."""
+    user = _current_user()
     return tk.render("user/dashboard_webhooks.html", {
-        "hooks": _own_hooks() or []})
+        "hooks": _own_hooks() or [],
+        # what CKAN's dashboard pages (user/edit_base.html) need
+        "user_dict": tk.get_action("user_show")(_context(),
+                                                {"id": user.id}),
+        "is_myself": True})
