@@ -479,8 +479,8 @@ def ping(id: str) -> Response:
         _flash_challenge(hook, _show(id), message_id)
     else:
         tk.h.flash_success(tk._(
-            "Ping queued as message {0}; its outcome shows under Recent "
-            "deliveries.").format(message_id))
+            "Ping queued as message {0}; its outcome shows under "
+            "Deliveries.").format(message_id))
     return tk.redirect_to("webhooks.read", id=id)
 
 

@@ -4,8 +4,10 @@ CKAN indexes every dataset write into Solr and fails the write when there is
 none. This plugin (``webhooks_demo_nosolr``) makes indexing and search no-ops
 so the demo can run without Solr. Never enable it on a real portal: use the
 operator's Solr there. ckanext-webhooks itself never touches search.
+Organization and group pages, whose dataset lists stay empty, say why.
 """
 import ckan.plugins as p
+import ckan.plugins.toolkit as tk
 from ckan.lib.search import index, query
 
 
@@ -21,6 +23,10 @@ def _no_results(self, *args, **kwargs):
 
 class NoSolrPlugin(p.SingletonPlugin):
     p.implements(p.IConfigurable)
+    p.implements(p.IConfigurer)
+
+    def update_config(self, config):
+        tk.add_template_directory(config, "templates")
 
     def configure(self, config):
         for name in ("index_package", "update_dict", "remove_dict",
