@@ -117,9 +117,11 @@ class Hook(tk.BaseModel):
         sa.DateTime, nullable=True)
     last_recover: Mapped[Optional[datetime.datetime]] = sa.Column(
         sa.DateTime, nullable=True)
-    # the user who paused the hook (a sysadmin's pause is not the owner's)
-    disabled_by: Mapped[Optional[str]] = sa.Column(
-        sa.UnicodeText, nullable=True)
+    # the sysadmin who paused the hook (a sysadmin's pause is not the
+    # owner's); deferred: loading a hook works before the migration that
+    # adds it has run
+    disabled_by: Mapped[Optional[str]] = orm.deferred(sa.Column(
+        sa.UnicodeText, nullable=True))
 
     @orm.validates("address")
     def _keep_normalized_address(self, key: str, address: str) -> str:
