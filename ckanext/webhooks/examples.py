@@ -1,13 +1,22 @@
-"""Example ``data`` for test deliveries (``webhook_ping`` with a topic).
+"""Examples: ``data`` for test deliveries, and whole bodies for the event
+catalogue.
 
-A real public dataset, resource, organization or group of the portal, as the
-hook's owner sees it (the one its filters name when it is public), or a
-made-up one when the portal has none yet. Deletions carry the minimal record
-a real deletion does.
+Test deliveries (``webhook_ping`` with a topic) carry a real public
+dataset, resource, organization or group of the portal, as the hook's owner
+sees it (the one its filters name when it is public), or a made-up one when
+the portal has none yet. Deletions carry the minimal record a real deletion
+does.
+
+The catalogue's examples (``event_examples.json``) are real deliveries of
+every type, written by ``tests/test_event_catalogue.py`` together with the
+examples of docs/events.rst.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+import json
+import pathlib
+from typing import Any, Optional
 
 import sqlalchemy as sa
 
@@ -17,6 +26,7 @@ import ckan.plugins.toolkit as tk
 from ckanext.webhooks.access import Viewer
 from ckanext.webhooks.model import Hook
 
+EXAMPLE_BODIES = pathlib.Path(__file__).with_name("event_examples.json")
 _EXAMPLE_ID = "00000000-0000-4000-8000-00000000000{0}"
 _MADE_UP_NOTE = "A made-up example: this portal has nothing public of this " \
     "kind yet."
@@ -146,3 +156,14 @@ def example_data(topic: str, hook: Hook) -> dict[str, Any]:
     if change == "delete":
         return _gone_record(kind, data)
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def _example_bodies() -> dict[str, dict[str, Any]]:
+    return json.loads(EXAMPLE_BODIES.read_text(encoding="utf-8"))
+
+
+def example_body(message_type: str) -> Optional[dict[str, Any]]:
+    """A real delivery of ``message_type``, for the catalogue (None for a
+    type that has none yet)."""
+    return _example_bodies().get(message_type)

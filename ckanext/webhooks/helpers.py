@@ -7,7 +7,9 @@ are translated per request.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from markupsafe import Markup, escape
 
@@ -16,6 +18,7 @@ import ckan.plugins.toolkit as tk
 from ckanext.webhooks import __version__
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.logic.action import DISABLED_BY_OWNER
+from ckanext.webhooks.logic.dictization import DISABLED_BY_SYSADMIN
 
 # one format for every time on the pages, in ckan.display_timezone
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
@@ -53,6 +56,21 @@ def _entity_labels() -> dict[str, str]:
     }
 
 
+def webhooks_kind_label(kind: str) -> str:
+    """What a topic's prefix names: "Datasets"..."""
+    return dict(_entity_labels(), webhook=tk._("The webhook itself")).get(
+        kind, kind)
+
+
+def webhooks_catalogue_link(topic: str) -> str:
+    """The address of a topic's section of the event catalogue (of its
+    kind for a wildcard)."""
+    kind = topic.split("/", 1)[0]
+    return tk.h.url_for("webhooks.events") + "#" + (
+        "kind-" + kind if schema.is_wildcard(topic)
+        else topic.replace("/", "-"))
+
+
 def webhooks_topic_label(topic: Optional[str]) -> str:
     """What a topic means, e.g. "A dataset is created"."""
     return _topic_labels().get(topic or "", topic or "")
@@ -74,7 +92,16 @@ TITLE_TOPICS = 3
 
 
 def webhooks_hook_title(hook: dict[str, Any]) -> str:
-    """The hook in a few words: its events, or how many it has."""
+    """The hook in a few words: its description, else where it sends to
+    (host and path); its events are shown beside."""
+    if hook.get("description"):
+        return hook["description"]
+    parts = urlsplit(hook.get("address") or "")
+    return (parts.netloc + parts.path) or hook.get("address") or ""
+
+
+def webhooks_events_summary(hook: dict[str, Any]) -> str:
+    """The hook's events in words, or how many it has."""
     topics = webhooks_topics(hook)
     if len(topics) <= TITLE_TOPICS:
         return ", ".join(webhooks_topic_label(t) for t in topics)
@@ -103,6 +130,24 @@ def webhooks_test_topics(hook: dict[str, Any]) -> list[str]:
             and schema.matches(chosen, topic)]
 
 
+def webhooks_delivery_types(hook: dict[str, Any]) -> list[str]:
+    """The types a hook's deliveries can have, for the filter: its topics
+    (a wildcard and what it covers), a test's, the ping and the
+    challenge."""
+    chosen = webhooks_topics(hook)
+    return [topic for topic in schema.TOPICS
+            if schema.matches(chosen, topic)] + \
+        list(schema.HOOK_MESSAGE_TYPES)
+
+
+def webhooks_percent(rate: Optional[float]) -> str:
+    """0.9876 as "98.8%"."""
+    if rate is None:
+        return "\u2014"
+    return tk._("{p}%").format(p=("{:.1f}".format(rate * 100)).rstrip(
+        "0").rstrip("."))
+
+
 def webhooks_status_label(status: Optional[str]) -> str:
     return {
         "pending": tk._("Waiting for verification"),
@@ -118,9 +163,10 @@ def webhooks_status_class(status: Optional[str]) -> str:
 
 
 def webhooks_disabled_by_owner(hook: dict[str, Any]) -> bool:
-    """Whether the hook was paused on purpose (not for failing)."""
+    """Whether the hook was paused on purpose, by its owner or a sysadmin
+    (not for failing)."""
     return hook.get("status") == "disabled" and \
-        hook.get("status_reason") == DISABLED_BY_OWNER
+        hook.get("status_reason") in (DISABLED_BY_OWNER, DISABLED_BY_SYSADMIN)
 
 
 def webhooks_delivery_label(status: Optional[str]) -> str:
@@ -199,6 +245,24 @@ def webhooks_short_id(value: Optional[str],
         '</i><span class="visually-hidden">{label}</span></button></span>'
     ).format(code=code, full=value, label=tk._("Copy the whole id"),
              copied=tk._("Copied"))
+
+
+def webhooks_address(address: Optional[str]) -> Markup:
+    """An address in a ``<code>`` that wraps between its parts (after the
+    host, before each "/", "?" and "&" of the rest), never inside the
+    host unless the host alone is too wide."""
+    address = address or ""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return Markup('<code class="webhooks-address">{}</code>').format(
+            address)
+    host, slash, tail = rest.partition("/")
+    pieces = [escape(piece) for piece in
+              re.split(r"(?=[/?&])", slash + tail) if piece]
+    return Markup('<code class="webhooks-address"><span class="webhooks-host">'
+                  '{}</span>{}</code>').format(
+        scheme + sep + host,
+        Markup("").join(Markup("<wbr>") + piece for piece in pieces))
 
 
 def webhooks_json(value: Any) -> str:

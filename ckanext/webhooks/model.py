@@ -117,6 +117,11 @@ class Hook(tk.BaseModel):
         sa.DateTime, nullable=True)
     last_recover: Mapped[Optional[datetime.datetime]] = sa.Column(
         sa.DateTime, nullable=True)
+    # the sysadmin who paused the hook (a sysadmin's pause is not the
+    # owner's); deferred: loading a hook works before the migration that
+    # adds it has run
+    disabled_by: Mapped[Optional[str]] = orm.deferred(sa.Column(
+        sa.UnicodeText, nullable=True))
 
     @orm.validates("address")
     def _keep_normalized_address(self, key: str, address: str) -> str:
@@ -255,3 +260,13 @@ class Attempt(tk.BaseModel):
     error: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
     response_body: Mapped[Optional[str]] = sa.Column(
         sa.UnicodeText, nullable=True)
+    # the hook's health is read from its attempts by these two
+    hook_id: Mapped[str] = sa.Column(sa.UnicodeText, nullable=False)
+    succeeded: Mapped[bool] = sa.Column(
+        sa.Boolean, nullable=False, default=False)
+    # {name: value} as sent (never the secret); the answer's
+    # {"status_line", "headers": [[name, value]...], "truncated"}
+    request_headers: Mapped[Optional[dict[str, str]]] = sa.Column(
+        sa.JSON, nullable=True)
+    response_head: Mapped[Optional[dict[str, Any]]] = sa.Column(
+        sa.JSON, nullable=True)

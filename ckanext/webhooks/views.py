@@ -9,6 +9,7 @@ The admin page is for sysadmins; its buttons post to the hook's own routes.
 from __future__ import annotations
 
 import datetime
+import json
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from werkzeug.exceptions import NotFound
 
 import ckan.plugins.toolkit as tk
 
+from ckanext.webhooks import catalogue
 from ckanext.webhooks.status import delivery_status
 from ckanext.webhooks.model import FILTER_NAMES as FILTERS, utcnow
 
@@ -31,6 +33,8 @@ Page = Union[str, tuple[str, int]]
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 webhooks_admin = Blueprint("webhooks_admin", __name__,
                            url_prefix="/ckan-admin/webhooks")
+webhooks_dashboard = Blueprint("webhooks_dashboard", __name__,
+                               url_prefix="/dashboard/webhooks")
 
 # the fields of the create and edit forms, in the order they are shown
 TEXT_FIELDS = ("address",) + FILTERS + ("description",)
@@ -213,6 +217,46 @@ class IndexView(MethodView):
 webhooks.add_url_rule("", view_func=IndexView.as_view("index"))
 
 
+@webhooks.route("/events")
+def events() -> str:
+    """The event catalogue: every type, who gets it, an example body."""
+    return tk.render("webhooks/events.html", {
+        "catalogue": catalogue.entries()})
+
+
+def _json_document(document: dict[str, Any], mimetype: str) -> Response:
+    response = current_app.response_class(
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+        mimetype=mimetype)
+    # public documents, for tools on any site
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _schema_url(message_type: str) -> str:
+    kind, _, name = message_type.partition("/")
+    return tk.h.url_for("webhooks.event_schema", kind=kind, name=name,
+                        _external=True)
+
+
+@webhooks.route("/events/openapi.json")
+def events_openapi() -> Response:
+    """The catalogue as an OpenAPI 3.1 document (its ``webhooks``)."""
+    return _json_document(catalogue.openapi(
+        tk.config.get("ckan.site_url"), tk.config.get("ckan.site_title"),
+        _schema_url), "application/json")
+
+
+@webhooks.route("/events/<kind>/<name>.json")
+def event_schema(kind: str, name: str) -> Response:
+    """The JSON Schema of one type's bodies."""
+    message_type = "{}/{}".format(kind, name)
+    if message_type not in catalogue.message_types():
+        return _not_found(tk._("No such event type"))
+    return _json_document(catalogue.topic_schema(
+        message_type, _schema_url(message_type)), "application/schema+json")
+
+
 @webhooks.route("/open", methods=["GET", "POST"])
 def open_hook() -> Union[Page, Response]:
     """Go to the page of the hook whose id was typed in."""
@@ -247,18 +291,64 @@ def _since_default(hook: dict[str, Any]) -> str:
         .strftime(SINCE_FORMAT)
 
 
-@webhooks.route("/<id>")
-def read(id: str) -> str:
-    """The hook: details, secret, recent deliveries and what to do next."""
-    hook = _show(id)
+def _page_number() -> int:
+    try:
+        return max(1, int(request.args.get("page", 1)))
+    except ValueError:
+        return 1
+
+
+def _delivery_filters() -> dict[str, str]:
+    """The filters of the deliveries, from the page's address."""
+    return {name: request.args.get(name, "").strip()[:100]
+            for name in ("status", "type")
+            if request.args.get(name, "").strip()}
+
+
+def _deliveries_page(hook_id: str, filters: dict[str, str], page: int
+                     ) -> tuple[list[dict[str, Any]], bool, str]:
+    """One page of the hook's deliveries, whether there is another, and
+    what was wrong with the filters."""
     try:
         deliveries = tk.get_action("webhook_delivery_list")(
-            _context(), {"id": id, "limit": RECENT_DELIVERIES})
-    except (tk.ObjectNotFound, tk.ValidationError, tk.NotAuthorized):
+            _context(), dict(filters, id=hook_id,
+                             limit=RECENT_DELIVERIES + 1,
+                             offset=(page - 1) * RECENT_DELIVERIES))
+    except tk.ValidationError as e:
+        if "id" in e.error_dict:
+            return _not_found(tk._("Webhook not found"))
+        return [], False, " ".join(" ".join(messages) for messages in
+                                   _messages(e.error_dict).values())
+    except (tk.ObjectNotFound, tk.NotAuthorized):
         return _not_found(tk._("Webhook not found"))
+    return deliveries[:RECENT_DELIVERIES], \
+        len(deliveries) > RECENT_DELIVERIES, ""
+
+
+def _latest_challenge(hook: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """A pending hook's latest challenge, with how it went."""
+    if hook["status"] != "pending":
+        return None
+    found = tk.get_action("webhook_delivery_list")(
+        _context(), {"id": hook["id"], "type": "webhook/verify", "limit": 1})
+    return found[0] if found else None
+
+
+@webhooks.route("/<id>")
+def read(id: str) -> str:
+    """The hook: details, secret, deliveries (filtered, paged), health and
+    what to do next."""
+    hook = _show(id)
+    filters, page = _delivery_filters(), _page_number()
+    deliveries, has_next, filter_error = _deliveries_page(id, filters, page)
     return tk.render("webhooks/read.html", {
         "hook": hook,
         "deliveries": deliveries,
+        "filters": filters,
+        "filter_error": filter_error,
+        "page": page,
+        "has_next": has_next,
+        "challenge": _latest_challenge(hook),
         # the counts and the list are read one after the other: a message
         # may finish in between, so either one being pending counts
         "busy": hook["status"] == "pending"
@@ -268,6 +358,8 @@ def read(id: str) -> str:
         "since_default": _since_default(hook),
         "pending_hours": max(1, round(
             tk.config.get("ckanext.webhooks.pending_ttl") / 3600)),
+        "recover_minutes": max(1, round(
+            tk.config.get("ckanext.webhooks.recover_interval") / 60)),
     })
 
 
@@ -384,15 +476,32 @@ def ping(id: str) -> Response:
     if message_id is None:
         pass
     elif hook["status"] == "pending":
+        _flash_challenge(hook, _show(id), message_id)
+    else:
+        tk.h.flash_success(tk._(
+            "Ping queued as message {0}; its outcome shows under "
+            "Deliveries.").format(message_id))
+    return tk.redirect_to("webhooks.read", id=id)
+
+
+def _flash_challenge(before: dict[str, Any], after: dict[str, Any],
+                     message_id: str) -> None:
+    """Whether "Send the challenge again" sent it, and if not, why."""
+    if after["challenges_sent"] > before["challenges_sent"]:
         tk.h.flash_success(tk._(
             "This webhook is waiting for verification, so it gets no pings: "
             "its verification challenge ({0}) is sent again instead, at "
             "most once every 10 minutes.").format(message_id))
+    elif after["next_challenge"]:
+        tk.h.flash_error(tk._(
+            "Nothing was sent: the challenge was sent less than 10 minutes "
+            "ago. It can be sent again from {time}.").format(
+            time=tk.h.webhooks_time(after["next_challenge"])))
     else:
-        tk.h.flash_success(tk._(
-            "Ping queued as message {0}; its outcome shows under Recent "
-            "deliveries.").format(message_id))
-    return tk.redirect_to("webhooks.read", id=id)
+        tk.h.flash_error(tk._(
+            "Nothing was sent: the challenge was sent 3 times, the most it "
+            "is sent. Check the address, then edit it (a new address gets "
+            "new challenges) or delete this webhook."))
 
 
 @webhooks.route("/<id>/test", methods=["POST"])
@@ -409,6 +518,12 @@ def send_test(id: str) -> Response:
             "Test event {0} queued as message {1}; its body says "
             '"test": true.').format(topic, message_id))
     return tk.redirect_to("webhooks.read", id=id)
+
+
+@webhooks.route("/<id>/rotate", methods=["GET"])
+def confirm_rotate(id: str) -> str:
+    """Asks before the secret is replaced."""
+    return tk.render("webhooks/confirm_rotate.html", {"hook": _show(id)})
 
 
 @webhooks.route("/<id>/rotate", methods=["POST"])
@@ -519,17 +634,37 @@ def _sysadmins_only() -> None:
 @webhooks_admin.route("", endpoint="index")
 def admin_index() -> str:
     """Every hook with its health, and the queue's health."""
-    try:
-        page = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page = 1
+    page = _page_number()
+    q = request.args.get("q", "").strip()[:200]
     hooks = tk.get_action("webhook_list")(_context(), {
-        "limit": ADMIN_PAGE_SIZE + 1,
+        "limit": ADMIN_PAGE_SIZE + 1, "q": q,
         "offset": (page - 1) * ADMIN_PAGE_SIZE})
     return tk.render("webhooks/admin.html", {
         "hooks": hooks[:ADMIN_PAGE_SIZE],
+        "q": q,
         "page": page,
         "has_next": len(hooks) > ADMIN_PAGE_SIZE,
         # the report of `ckan webhooks status`: one view of delivery's health
         "queue": delivery_status(),
     })
+
+
+# --- /dashboard/webhooks -----------------------------------------------------
+
+@webhooks_dashboard.before_request
+def _logged_in_only() -> Optional[Response]:
+    if not _current_user().is_authenticated:
+        return tk.redirect_to("user.login")
+    return None
+
+
+@webhooks_dashboard.route("", endpoint="index")
+def dashboard_index() -> str:
+    """The dashboard's "My Webhooks" tab: the user's own hooks."""
+    user = _current_user()
+    return tk.render("user/dashboard_webhooks.html", {
+        "hooks": _own_hooks() or [],
+        # what CKAN's dashboard pages (user/edit_base.html) need
+        "user_dict": tk.get_action("user_show")(_context(),
+                                                {"id": user.id}),
+        "is_myself": True})

@@ -7,8 +7,10 @@ so the demo can run without Solr; its search, organization and group pages
 then list no datasets. The demo, the tests and the benchmarks run a real
 Solr by default (scripts/solr.sh). Never enable it on a real portal: use the
 operator's Solr there. ckanext-webhooks itself never touches search.
+Organization and group pages, whose dataset lists stay empty, say why.
 """
 import ckan.plugins as p
+import ckan.plugins.toolkit as tk
 from ckan.lib.search import index, query
 
 
@@ -24,6 +26,10 @@ def _no_results(self, *args, **kwargs):
 
 class NoSolrPlugin(p.SingletonPlugin):
     p.implements(p.IConfigurable)
+    p.implements(p.IConfigurer)
+
+    def update_config(self, config):
+        tk.add_template_directory(config, "templates")
 
     def configure(self, config):
         for name in ("index_package", "update_dict", "remove_dict",

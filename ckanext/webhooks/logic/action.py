@@ -11,7 +11,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import addresses, examples, limits, verification
-from ckanext.webhooks.logic import schema
+from ckanext.webhooks.logic import dictization, queries, schema
 from ckanext.webhooks.pipeline import listening
 from ckanext.webhooks.model import (
     Attempt, Message, Hook, Secret, new_secret, utcnow,
@@ -127,6 +127,18 @@ def _hook_dict(hook: Hook, stats: dict[str, int],
 def _shown_hook(hook: Hook) -> dict[str, Any]:
     return _hook_dict(hook, _statistics([hook.id])[hook.id],
                       _retiring([hook.id]).get(hook.id))
+
+
+def _shown(hook: Hook, context: Context) -> dict[str, Any]:
+    """The hook as webhook_show returns it: its row, health, what its
+    filters name (for the caller) and its challenge's state."""
+    shown = _shown_hook(hook)
+    shown.update(dictization.hook_extras(
+        hook, queries.health([hook.id])[hook.id]))
+    shown.update(filter_titles=dictization.filter_titles(hook, context),
+                 challenges_sent=hook.challenges_sent or 0,
+                 next_challenge=_iso(_next_challenge(hook)))
+    return shown
 
 
 def _viewer_context(user: Optional[model.User]) -> Context:
@@ -298,6 +310,17 @@ def _new_challenge(hook: Hook) -> Message:
                             hook.id, hook.address)})
 
 
+def _next_challenge(hook: Hook) -> Optional[datetime.datetime]:
+    """When webhook_ping may send a pending hook's challenge again (now or
+    later); None when it may not (not pending, or all were sent)."""
+    if hook.status != STATUS_PENDING or \
+            (hook.challenges_sent or 0) >= MAX_CHALLENGES:
+        return None
+    if hook.last_challenge is None:
+        return utcnow()
+    return max(utcnow(), hook.last_challenge + CHALLENGE_INTERVAL)
+
+
 def _may_challenge_again(hook: Hook) -> bool:
     """At most MAX_CHALLENGES in all, at most one per CHALLENGE_INTERVAL."""
     return (hook.challenges_sent or 0) < MAX_CHALLENGES and (
@@ -396,13 +419,21 @@ def webhook_show(context: Context, data_dict: DataDict) -> dict[str, Any]:
         ``description``, ``status`` (``pending``, ``active`` or
         ``disabled``), ``status_reason``, ``secret``, ``created``,
         ``verified``, and delivery statistics (``deliveries`` counts by
-        status, ``last_success``, ``failing_since``,
-        ``consecutive_client_errors``)
+        status, ``last_success``, ``last_failure``, ``failing_since``,
+        ``consecutive_client_errors``), ``health`` (for ``last_24h`` and
+        ``last_7d``: ``attempts``, ``succeeded``, ``success_rate``,
+        ``p50_ms`` and ``p95_ms`` of the attempts' durations; and
+        ``last_success`` and ``last_failure`` of its attempts),
+        ``filter_titles`` (what each filter names, for the caller),
+        ``challenges_sent`` and ``next_challenge`` (when a pending hook's
+        challenge may be sent again; null when it may not) and
+        ``recover_available`` (when ``webhook_recover`` works again; null:
+        now)
     :rtype: dictionary
     """
     tk.check_access("webhook_show", context, data_dict)
     data = schema.load(schema.HookIdSchema, data_dict)
-    return _shown_hook(_hook_or_404(data["id"]))
+    return _shown(_hook_or_404(data["id"]), context)
 
 
 def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
@@ -478,6 +509,9 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
             _address_unverified(hook)
     if data.get("enabled") is False:
         _disable_by_owner(hook)
+        # a sysadmin's pause shows as theirs (dictization.hook_extras)
+        hook.disabled_by = user.id if user is not None and user.sysadmin \
+            and user.id != hook.owner_id else None
     elif data.get("enabled") is True and hook.status == STATUS_DISABLED:
         _enable(hook)
     if hook.status == STATUS_PENDING and (
@@ -486,7 +520,7 @@ def webhook_update(context: Context, data_dict: DataDict) -> dict[str, Any]:
         _commit_and_deliver(context, _new_challenge(hook))
     else:
         _finish(context)
-    return _shown_hook(hook)
+    return _shown(hook, context)
 
 
 def _caller_and_owner(user: Optional[model.User],
@@ -560,8 +594,15 @@ def webhook_list(context: Context,
     :param mine: only the caller's own hooks, also for sysadmins
         (default false)
     :type mine: bool, optional
+    :param q: only hooks whose id starts with it, whose address or
+        description holds it (in any case), or whose owner has this user
+        name
+    :type q: string, optional
 
-    :returns: the hooks, as ``webhook_show`` returns them
+    :returns: the hooks, as ``webhook_show`` returns them (without
+        ``filter_titles`` and the challenge's state), for sysadmins with
+        ``owner`` (the owner's user name, null for hooks created without
+        login)
     :rtype: list of dictionaries
     """
     tk.check_access("webhook_list", context, data_dict)
@@ -572,11 +613,19 @@ def webhook_list(context: Context,
     query = model.Session.query(Hook)
     if data["mine"] or not user.sysadmin:
         query = query.filter(Hook.owner_id == user.id)
+    query = queries.matching_hooks(query, data["q"])
     hooks = query.order_by(Hook.created.desc(), Hook.id) \
         .offset(data["offset"]).limit(data["limit"]).all()
     stats = _statistics([h.id for h in hooks])
+    health = queries.health([h.id for h in hooks])
     retiring = _retiring([h.id for h in hooks])
-    return [_hook_dict(h, stats[h.id], retiring.get(h.id)) for h in hooks]
+    shown = [dict(_hook_dict(h, stats[h.id], retiring.get(h.id)),
+                  **dictization.hook_extras(h, health[h.id])) for h in hooks]
+    if user.sysadmin:
+        owners = queries.owner_names(hooks)
+        for row, h in zip(shown, hooks, strict=True):
+            row["owner"] = owners.get(h.owner_id) if h.owner_id else None
+    return shown
 
 
 def webhook_ping(context: Context, data_dict: DataDict) -> str:
@@ -673,6 +722,20 @@ def webhook_delivery_list(context: Context,
     :type id: string
     :param limit: at most this many (default 20, at most 100)
     :type limit: int, optional
+    :param offset: skip this many first (default 0)
+    :type offset: int, optional
+    :param status: only deliveries in this status: ``pending``,
+        ``succeeded`` or ``failed``
+    :type status: string, optional
+    :param type: only deliveries of this type: a topic (a wildcard such
+        as ``dataset/*``: every type it covers), ``webhook/ping`` or
+        ``webhook/verify``
+    :type type: string, optional
+    :param since: only deliveries created at or after this ISO 8601 time
+        (UTC when it has no offset)
+    :type since: string, optional
+    :param until: only deliveries created before this ISO 8601 time
+    :type until: string, optional
 
     :returns: deliveries: ``id`` (the message id, sent as ``webhook-id``),
         ``type``, ``status`` (``pending``, ``succeeded`` or ``failed``),
@@ -683,11 +746,8 @@ def webhook_delivery_list(context: Context,
     tk.check_access("webhook_delivery_list", context, data_dict)
     data = schema.load(schema.DeliveryListSchema, data_dict)
     hook = _hook_or_404(data["id"])
-    messages = model.Session.query(Message) \
-        .filter(Message.hook_id == hook.id, _visible()) \
-        .order_by(Message.created.desc(), Message.id) \
-        .limit(data["limit"]).all()
-    return [_delivery_dict(m) for m in messages]
+    return [_delivery_dict(m)
+            for m in queries.deliveries(hook.id, _visible(), data)]
 
 
 def _message_or_404(hook: Hook, message_id: str) -> Message:
@@ -713,8 +773,12 @@ def webhook_delivery_show(context: Context,
         as last sent, parsed; null before the first attempt) and
         ``attempt_log``: every attempt (at most the latest 50), oldest
         first, each with ``at``, ``duration_ms``, ``response_status``,
-        ``error`` and, while the hook is ``active``, ``response_body`` (the
-        first 2,048 characters of the answer, as text)
+        ``error``, ``request_headers`` (as sent, an object; never the
+        secret) and, while the hook is ``active``,
+        ``response_status_line``, ``response_headers`` (an object; about
+        the first 8 KB of them, ``response_headers_truncated`` says when
+        more came) and ``response_body`` (the first 2,048 characters of
+        the answer, as text)
     :rtype: dictionary
     """
     tk.check_access("webhook_delivery_show", context, data_dict)
@@ -727,13 +791,7 @@ def webhook_delivery_show(context: Context,
     return dict(
         _delivery_dict(message),
         payload=json.loads(message.body) if message.body else None,
-        attempt_log=[{
-            "at": _iso(a.at),
-            "duration_ms": a.duration_ms,
-            "response_status": a.response_status,
-            "error": a.error,
-            "response_body": a.response_body if active else None,
-        } for a in attempts])
+        attempt_log=[dictization.attempt(a, active) for a in attempts])
 
 
 def _only_for_active(hook: Hook) -> None:

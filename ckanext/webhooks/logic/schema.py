@@ -26,6 +26,10 @@ TOPICS = (
 )
 
 FILTERS = ("dataset", "organization", "group", "resource")
+# what a delivery can be: the topics, and the messages of the hook itself
+HOOK_MESSAGE_TYPES = ("webhook/verify", "webhook/ping")
+MESSAGE_TYPES = TOPICS + HOOK_MESSAGE_TYPES
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 DESCRIPTION_LENGTH = 200
 # OFFSET is a bigint in PostgreSQL
 MAX_OFFSET = 2 ** 63 - 1
@@ -84,6 +88,10 @@ def _known_topic(value: str) -> None:
 
 
 def _usable_address(value: str) -> None:
+    if not value.strip():
+        raise SchemaError(tk._(
+            "Enter the address of your receiver, e.g. "
+            "https://example.com/ckan-webhook"))
     problem = addresses.syntax_problem(value)
     if problem:
         raise SchemaError(problem)
@@ -97,9 +105,23 @@ def _filter() -> Text:
     return Text(allow_none=True, validate=validate.Length(max=200))
 
 
+def _no_topic_twice(topics: list[str]) -> None:
+    """A topic its wildcard already covers is a mistake (the hook would
+    look as if it got that event twice)."""
+    covered = [t for t in topics if not is_wildcard(t)
+               and t.split("/")[0] + "/*" in topics]
+    if covered:
+        raise SchemaError(tk._(
+            "{topics} already covered by {wildcards}: choose either the "
+            "wildcard or single events").format(
+            topics=", ".join(covered), wildcards=", ".join(sorted(
+                {t.split("/")[0] + "/*" for t in covered}))))
+
+
 def _topics() -> fields.List:
     return fields.List(Text(validate=_known_topic),
-                       validate=validate.Length(min=1, max=len(TOPICS)))
+                       validate=[validate.Length(min=1, max=len(TOPICS)),
+                                 _no_topic_twice])
 
 
 class _Base(Schema):
@@ -179,10 +201,50 @@ class PingSchema(_Base):
     topic = Text(load_default=None, allow_none=True, validate=_known_topic)
 
 
+def _known_delivery_status(value: str) -> None:
+    if value not in DELIVERY_STATUSES:
+        raise SchemaError(tk._("Unknown status; use one of: {0}").format(
+            ", ".join(DELIVERY_STATUSES)))
+
+
+def _known_message_type(value: str) -> None:
+    if value not in MESSAGE_TYPES:
+        raise SchemaError(tk._("Unknown type; use one of: {0}").format(
+            ", ".join(MESSAGE_TYPES)))
+
+
 class DeliveryListSchema(_Base):
     id = _ID
     limit = fields.Integer(load_default=20,
                            validate=validate.Range(min=1, max=100))
+    offset = fields.Integer(load_default=0,
+                            validate=validate.Range(min=0, max=MAX_OFFSET))
+    status = Text(load_default=None, allow_none=True,
+                  validate=_known_delivery_status)
+    # a topic (a wildcard: every type it covers), webhook/ping or
+    # webhook/verify
+    type = Text(load_default=None, allow_none=True,
+                validate=_known_message_type)
+    since = UTCDateTime(load_default=None, allow_none=True)
+    until = UTCDateTime(load_default=None, allow_none=True)
+
+    @pre_load
+    def _blank_is_none(self, data: Any, **kwargs: Any) -> Any:
+        """An empty filter (a form's "any" choice) is no filter."""
+        if isinstance(data, dict):
+            data = {name: None if name in self._FILTERS
+                    and isinstance(value, str) and not value.strip()
+                    else value for name, value in data.items()}
+        return data
+
+    _FILTERS = ("status", "type", "since", "until")
+
+    @validates_schema(skip_on_field_errors=True)
+    def _since_before_until(self, data: dict[str, Any],
+                            **kwargs: Any) -> None:
+        if data.get("since") and data.get("until") \
+                and data["since"] >= data["until"]:
+            raise SchemaError(tk._("Must be later than since"), "until")
 
 
 class DeliverySchema(_Base):
@@ -201,6 +263,8 @@ class HookListSchema(_Base):
     offset = fields.Integer(load_default=0,
                             validate=validate.Range(min=0, max=MAX_OFFSET))
     mine = fields.Boolean(load_default=False)
+    q = Text(load_default=None, allow_none=True,
+             validate=validate.Length(max=200))
 
 
 def _texts(messages: Any) -> list[str]:

@@ -540,7 +540,7 @@ class Engine:
                 task.uncancel()
             assert self._loop is not None  # running
             message.outcome = self._transport.timed_out(
-                int((self._loop.time() - message.clock) * 1000))
+                int((self._loop.time() - message.clock) * 1000), message.id)
         finally:
             self._flight.pop(message.id, None)
             message.task = None

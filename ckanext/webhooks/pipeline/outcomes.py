@@ -28,7 +28,7 @@ from ckanext.webhooks.model import (
     Hook, utcnow, MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING,
     REASON_DISABLED_BY_OWNER, TYPE_PING, TYPE_VERIFY)
-from ckanext.webhooks.pipeline import retries
+from ckanext.webhooks.pipeline import attempt_log, retries
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import Outcome
 
@@ -127,12 +127,19 @@ _STORE_OUTCOMES = sa.text("""
 # every attempt made is logged, held or not: it happened
 _LOG_ATTEMPTS = sa.text("""
     INSERT INTO webhooks_attempt
-        (message_id, at, duration_ms, response_status, error, response_body)
-    SELECT v.id, v.at, v.duration_ms, v.response_status, v.error, v.body
+        (message_id, at, duration_ms, response_status, error, response_body,
+         hook_id, succeeded, request_headers, response_head)
+    SELECT v.id, v.at, v.duration_ms, v.response_status, v.error, v.body,
+           d.hook_id, v.succeeded, CAST(v.request_headers AS json),
+           CAST(v.response_head AS json)
     FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamp[]),
                 CAST(:durations AS int[]), CAST(:codes AS int[]),
-                CAST(:errors AS text[]), CAST(:bodies AS text[]))
-         AS v(id, at, duration_ms, response_status, error, body)
+                CAST(:errors AS text[]), CAST(:bodies AS text[]),
+                CAST(:succeeded AS boolean[]),
+                CAST(:request_headers AS text[]),
+                CAST(:response_heads AS text[]))
+         AS v(id, at, duration_ms, response_status, error, body, succeeded,
+              request_headers, response_head)
     JOIN webhooks_delivery d ON d.id = v.id
 """)
 _TRIM_LOG = sa.text("""
@@ -309,7 +316,13 @@ def record(messages: list[ClaimedMessage]) -> dict[str, datetime.datetime]:
                        for m in attempted],
             "bodies": [_logged_body(m.outcome,
                                     m.hook.status == STATUS_ACTIVE)
-                       for m in attempted]})
+                       for m in attempted],
+            "succeeded": [m.state == MESSAGE_SUCCEEDED for m in attempted],
+            "request_headers": [attempt_log.request_headers(m.outcome)
+                                for m in attempted],
+            "response_heads": [attempt_log.response_head(
+                m.outcome, m.hook.status == STATUS_ACTIVE)
+                for m in attempted]})
         long_logs = [m.id for m in attempted if m.attempts > LOGGED_ATTEMPTS]
         if long_logs:
             session.execute(_TRIM_LOG, {"ids": long_logs,

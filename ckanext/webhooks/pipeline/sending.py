@@ -61,6 +61,12 @@ class Outcome:
     duration_ms: int
     retry_after: Optional[float] = None
     response_body: bytes = b""
+    # for the attempt log: the headers as sent (None: nothing was sent),
+    # the answer's status line and its header lines as received (decoded
+    # and bounded when recorded, not here)
+    request_headers: Optional[dict[str, str]] = None
+    status_line: Optional[str] = None
+    raw_headers: tuple = ()
 
     @property
     def succeeded(self) -> bool:
@@ -199,6 +205,13 @@ def _closed_under_us(error: BaseException) -> bool:
         getattr(error, "errno", None) in (errno.ECONNRESET, errno.EPIPE)
 
 
+def _status_line(response: aiohttp.ClientResponse) -> str:
+    version = response.version
+    return "HTTP/{} {} {}".format(
+        "{0.major}.{0.minor}".format(version) if version else "1.1",
+        response.status, response.reason or "").rstrip()
+
+
 class Transport:
     """Sends attempts; one per event loop. Connections are kept alive per
     receiver and reused by later attempts."""
@@ -212,6 +225,9 @@ class Transport:
                                        thread_name_prefix="webhooks-dns")
         self._session: Optional[aiohttp.ClientSession] = None
         self._literals: dict[str, tuple[addresses.Pinned, str]] = {}
+        # the headers of attempts in flight, by message id, for an attempt
+        # that ends without an answer (timed out, connection lost)
+        self._sending: dict[str, dict[str, str]] = {}
 
     def open(self) -> aiohttp.ClientSession:
         """The session (made on first use, inside the running loop)."""
@@ -258,15 +274,20 @@ class Transport:
                 return await self._post(address, message_id, body, secrets,
                                         elapsed)
         except asyncio.TimeoutError:
-            return self.timed_out(elapsed())
+            return self.timed_out(elapsed(), message_id)
         except asyncio.CancelledError:
+            # the headers stay for timed_out(), which the canceller calls
             raise
         except Exception as e:
-            return Outcome(None, _describe(e), elapsed())
+            return Outcome(None, _describe(e), elapsed(),
+                           request_headers=self._sending.pop(message_id,
+                                                             None))
 
-    def timed_out(self, duration_ms: int) -> Outcome:
+    def timed_out(self, duration_ms: int,
+                  message_id: Optional[str] = None) -> Outcome:
         return Outcome(None, "timeout after {:g}s".format(self.timeout),
-                       duration_ms)
+                       duration_ms, request_headers=self._sending.pop(
+                           message_id, None) if message_id else None)
 
     def _target(self, address: str) -> tuple[addresses.Pinned, str]:
         """The vetted address and the URL aiohttp is given (raises
@@ -310,10 +331,15 @@ class Transport:
         }
         payload = body.encode()
         session = self.open()
+        if len(self._sending) >= 10000:  # cancelled and never asked for
+            self._sending.clear()
+        self._sending[message_id] = headers
         for last_try in (False, True):
             try:
-                return await self._exchange(session, url, payload, headers,
-                                            elapsed)
+                outcome = await self._exchange(session, url, payload,
+                                               headers, elapsed)
+                self._sending.pop(message_id, None)
+                return outcome
             except (aiohttp.ServerDisconnectedError,
                     aiohttp.ClientOSError) as e:
                 # a kept-alive connection the receiver had just closed
@@ -342,7 +368,13 @@ class Transport:
                 response.close()  # the rest is not read: not reusable
             return Outcome(response.status, None, elapsed(),
                            retry_after=retry_after,
-                           response_body=bytes(received[:limit]))
+                           response_body=bytes(received[:limit]),
+                           # as aiohttp sent them (with its own Accept and
+                           # Content-Length)
+                           request_headers=dict(
+                               response.request_info.headers),
+                           status_line=_status_line(response),
+                           raw_headers=response.raw_headers)
 
 
 def post_once(address: str, message_id: str, body: str, secrets: list[str],

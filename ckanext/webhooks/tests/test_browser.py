@@ -209,7 +209,10 @@ def test_create_ping_and_delete_a_hook_in_a_browser(portal, browser_page,
     _mark_the_document(page)
     assert "Webhook created" in _flash_text(page)
     assert page.input_value("#field-hook-id") == hook_id
-    assert "A dataset is created" in page.inner_text("h1")
+    # the title says where it sends; its topics are beside
+    assert page.inner_text("h1").startswith(
+        "Webhook: " + receiver.url().split("://")[1])
+    assert page.inner_text(".webhooks-topic-line") == "dataset/create"
     _wait_for_text(page, ".webhooks-status", "Active")
     _wait_for_text(page, ".webhooks-deliveries", "Succeeded")
     assert _not_reloaded(page)
@@ -340,8 +343,9 @@ def test_edit_test_events_retry_and_delivery_pages_in_a_browser(
     page.click("#webhook-edit-form button[name=save]")
     page.wait_for_url(hook_page)
     assert "Saved." in _flash_text(page)
-    assert "Anything happens to a dataset, A resource is created" in \
-        page.inner_text("h1")
+    assert "Search index and the resource checker" in page.inner_text("h1")
+    assert page.inner_text(".webhooks-topic-line").split() == [
+        "dataset/*", "resource/create"]
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert hook["topics"] == ["dataset/*", "resource/create"]
 
@@ -379,8 +383,13 @@ def test_edit_test_events_retry_and_delivery_pages_in_a_browser(
     assert attempts.count() == 2
     assert "503" in attempts.nth(0).inner_text()
     assert "200" in attempts.nth(1).inner_text()
-    attempts.nth(0).locator("summary").click()
+    attempts.nth(0).locator("#attempt-1-body summary").click()
     assert "down for maintenance" in attempts.nth(0).inner_text()
+    attempts.nth(0).locator("#attempt-1-request summary").click()
+    assert "webhook-signature: v1," in attempts.nth(0).inner_text()
+    attempts.nth(0).locator("#attempt-1-response summary").click()
+    assert "HTTP/1.0 503 Service Unavailable" in \
+        attempts.nth(0).inner_text()
     payload = json.loads(page.inner_text(".webhooks-payload"))
     assert payload == tested[-1].json
     _shoot(page, shots / "delivery.png")
@@ -455,4 +464,137 @@ def test_recover_and_the_admin_page_in_a_browser(portal, browser_page,
     page.set_viewport_size(PHONE)
     page.reload()
     _no_sideways_scrolling(page, "the admin page")
+    page.set_viewport_size(DESKTOP)
+
+
+def _cards_hold(page, table: str) -> None:
+    """On a phone each row of ``table`` is a card whose values sit beside
+    their labels, each one block that fits: nothing cut at the card's edge,
+    no badge clipped, a cell's lines one below the other."""
+    problems = page.evaluate("""(table) => {
+        const found = [];
+        for (const td of document.querySelectorAll(table + " td[data-label]")) {
+            const box = td.getBoundingClientRect();
+            const value = td.firstElementChild;
+            if (!value) { continue; }
+            if (td.children.length !== 1) {
+                found.push(td.dataset.label + ": several blocks"); }
+            const inner = value.getBoundingClientRect();
+            if (inner.right > box.right + 1) {
+                found.push(td.dataset.label + ": cut at the edge"); }
+            if (value.scrollWidth > value.clientWidth + 1) {
+                found.push(td.dataset.label + ": wider than its box"); }
+            for (const badge of td.querySelectorAll(".badge")) {
+                if (badge.scrollWidth > badge.clientWidth + 1 ||
+                    badge.getBoundingClientRect().right > box.right + 1) {
+                    found.push(td.dataset.label + ": badge clipped"); }
+            }
+        }
+        return found;
+    }""", table)
+    assert problems == [], problems
+
+
+def test_debugging_pages_in_a_browser_and_on_a_phone(portal, browser_page,
+                                                     receiver, tmp_path):
+    """Issue 30: headers per attempt, an opened body that stays open while
+    the page refreshes, cards that hold on a phone, addresses that wrap
+    between their parts, the open form's error near the top, the event
+    catalogue."""
+    import requests
+    page = browser_page
+    shots = _screenshots(tmp_path)
+    from ckan.tests import factories
+    factories.Sysadmin(name="debugadmin", password="correct-horse-1")
+    failing = {"now": True}
+    receiver.always("/hook", _answer_until_told(failing))
+    hook_id = _active_hook(portal, receiver, topics=["dataset/*"],
+                           description="Search index feeder")
+    hook_page = portal + "/webhooks/" + hook_id
+
+    # a ping that fails and waits for its retry: the delivery page keeps
+    # refreshing itself, and what was opened stays open
+    ping = requests.post(portal + "/api/3/action/webhook_ping",
+                         json={"id": hook_id}, timeout=10).json()["result"]
+    page.goto(hook_page)
+    _wait_for_text(page, ".webhooks-deliveries", "503")
+    page.goto("{}/deliveries/{}".format(hook_page, ping))
+    _wait_for_text(page, ".webhooks-attempts", "503")
+    assert page.get_attribute("[data-webhooks-live=delivery]",
+                              "data-webhooks-busy") == "true"
+    for part in ("request", "response", "body"):
+        page.click("#attempt-1-{} summary".format(part))
+    page.wait_for_timeout(3500)  # two refreshes at least
+    for part in ("request", "response", "body"):
+        assert page.evaluate(
+            "document.getElementById('attempt-1-{}').open".format(part)), part
+    assert "webhook-id: " + ping in page.inner_text("#attempt-1-request")
+    _shoot(page, shots / "delivery-headers.png")
+
+    # the hook's page: health, the deliveries' filters
+    failing["now"] = False
+    page.goto(hook_page)
+    health = page.inner_text(".webhooks-health")
+    assert "Last 24 hours:" in health and "median" in health
+    page.select_option("#field-filter-type", "webhook/ping")
+    page.click("#webhooks-delivery-filters button[type=submit]")
+    page.wait_for_url(re.compile(r".*type=webhook%2Fping.*"))
+    assert page.locator("tr.webhooks-delivery").count() >= 1
+    assert "dataset/" not in page.inner_text(".webhooks-deliveries")
+
+    # the event catalogue, from the hook's page
+    page.goto(hook_page)
+    page.click(".webhooks-details a[href='/webhooks/events#kind-dataset']")
+    page.wait_for_url(portal + "/webhooks/events#kind-dataset")
+    page.click("#example-dataset-update summary")
+    body = json.loads(page.inner_text("#example-dataset-update pre"))
+    assert body["type"] == "dataset/update" and "changes" in body
+    _shoot(page, shots / "events.png")
+    schema = requests.get(portal + "/webhooks/events/dataset/update.json",
+                          timeout=10).json()
+    assert schema["properties"]["type"] == {"const": "dataset/update"}
+
+    # a sysadmin, on a phone: their own hooks and the admin page hold
+    page.goto(portal + "/user/login")
+    page.fill("#field-login", "debugadmin")
+    page.fill("#field-password", "correct-horse-1")
+    page.click("form:has(#field-login) button[type=submit]")
+    page.wait_for_load_state()
+    page.goto(portal + "/webhooks")
+    page.fill("#field-address", "http://receiver.example.org/deliveries/"
+              "search-index/v2/with-a-long-path?token=abc&format=json")
+    page.check("#field-topic-dataset-all")
+    page.fill("#field-description", "A webhook with a long address and a "
+              "description long enough to wrap on a phone")
+    page.click("#webhook-create-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/webhooks/[A-Za-z0-9_-]{22,}$"))
+    page.set_viewport_size(PHONE)
+    page.goto(portal + "/dashboard/webhooks")
+    _no_sideways_scrolling(page, "the dashboard's webhooks")
+    _cards_hold(page, "table.webhooks-list")
+    _shoot(page, shots / "dashboard-phone.png")
+    page.goto(portal + "/ckan-admin/webhooks")
+    _no_sideways_scrolling(page, "the admin page")
+    _cards_hold(page, "table.webhooks-admin-hooks")
+    # addresses wrap between their parts, never inside the host
+    hosts = page.evaluate("""() => [...document.querySelectorAll(
+        '.webhooks-admin-hooks .webhooks-host')].map(
+        e => e.getClientRects().length)""")
+    assert hosts and set(hosts) == {1}, hosts
+    status = page.locator(".webhooks-admin-hooks .webhooks-status").first
+    assert status.inner_text() in ("Active", "Waiting for verification")
+    _shoot(page, shots / "admin-phone.png")
+
+    # the open form's error is near the top, not below everything
+    page.goto(portal + "/webhooks")
+    page.fill("#field-open-id", "")
+    page.click("#webhook-open-form button[type=submit]")
+    page.wait_for_load_state()
+    error = page.locator("#webhook-open-form .error-block").bounding_box()
+    assert error["y"] < PHONE["height"], error
+
+    # the demo's stand-in for Solr says why lists of datasets are empty
+    org = factories.Organization()
+    page.goto(portal + "/organization/" + org["name"])
+    assert "without Solr" in page.inner_text(".webhooks-demo-no-search")
     page.set_viewport_size(DESKTOP)

@@ -1,9 +1,13 @@
 """docs/events.rst lists every message type with an example body; this test
 makes each of them happen for real and checks the example against what was
-delivered, so the catalogue cannot drift from the code.
+delivered, so the catalogue cannot drift from the code. The same examples
+(``event_examples.json``) are shown on /webhooks/events, and every real
+delivery, test deliveries too, is validated against the JSON Schemas served
+there and in the OpenAPI document.
 
 After a deliberate change of what a body carries, regenerate the examples
-from real deliveries and review the diff::
+(docs/events.rst and event_examples.json) from real deliveries and review
+the diff::
 
     WEBHOOKS_WRITE_EVENTS_DOC=1 pytest --ckan-ini=test.ini \\
         ckanext/webhooks/tests/test_event_catalogue.py
@@ -20,7 +24,8 @@ import pytest
 import ckan
 from ckan.tests import factories, helpers
 
-from ckanext.webhooks import helpers as page_helpers
+from ckanext.webhooks import catalogue, helpers as page_helpers
+from ckanext.webhooks.examples import EXAMPLE_BODIES
 from ckanext.webhooks.logic import schema
 from ckanext.webhooks.tests.factories import HookFactory
 
@@ -131,6 +136,52 @@ def _verify_body(receiver, run_jobs) -> dict:
     return request.json
 
 
+def _test_deliveries(receiver, run_jobs) -> dict[str, dict]:
+    """A test delivery (webhook_ping with a topic) of every topic: made-up
+    data on this portal, which has nothing public."""
+    hook = HookFactory(receiver=receiver, path="/tests",
+                       topics=[t for t in schema.TOPICS
+                               if schema.is_wildcard(t)])
+    types = [t for t in catalogue.message_types()
+             if t in schema.TOPICS]
+    for kind in types:
+        helpers.call_action("webhook_ping", id=hook["id"], topic=kind)
+    run_jobs()
+    bodies = {r.json["type"]: r.json
+              for r in receiver.wait_for(len(types), "/tests")}
+    assert sorted(bodies) == sorted(types)
+    assert all(body["test"] is True for body in bodies.values())
+    return bodies
+
+
+def _validate_against_the_served_schemas(bodies, app) -> None:
+    """Each body against its type's JSON Schema and against the OpenAPI
+    document, both as /webhooks/events serves them."""
+    import jsonschema
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+    document = app.get("/webhooks/events/openapi.json").json
+    assert document["openapi"] == "3.1.0"
+    assert sorted(document["webhooks"]) == sorted(catalogue.message_types())
+    # the document's own references (#/components/schemas/...) resolve
+    # within it
+    registry = Registry().with_resource(
+        "urn:openapi", DRAFT202012.create_resource(document))
+    for kind, body in bodies.items():
+        name, _, change = kind.partition("/")
+        own = app.get("/webhooks/events/{}/{}.json".format(name, change))
+        assert own.headers["Content-Type"].startswith(
+            "application/schema+json")
+        topic_schema = own.json
+        jsonschema.Draft202012Validator.check_schema(topic_schema)
+        jsonschema.Draft202012Validator(topic_schema).validate(body)
+        operation = document["webhooks"][kind]["post"]
+        ref = operation["requestBody"]["content"]["application/json"][
+            "schema"]["$ref"]
+        jsonschema.Draft202012Validator(
+            {"$ref": "urn:openapi" + ref}, registry=registry).validate(body)
+
+
 def _write(examples, bodies) -> None:
     lines = _MADE_WITH.sub("made with CKAN " + ckan.__version__,
                            DOC.read_text()).split("\n")
@@ -140,12 +191,15 @@ def _write(examples, bodies) -> None:
         text = json.dumps(bodies[kind], indent=2, ensure_ascii=False)
         lines[start:end] = ["    " + line for line in text.split("\n")]
     DOC.write_text("\n".join(lines))
+    ordered = {kind: bodies[kind] for kind in catalogue.message_types()}
+    EXAMPLE_BODIES.write_text(json.dumps(
+        ordered, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @pytest.mark.usefixtures("webhooks")
 @pytest.mark.ckan_config("ckan.site_url", SITE_URL)
 def test_the_catalogue_shows_every_type_as_it_is_delivered(
-        receiver, run_jobs, ckan_config, monkeypatch):
+        receiver, run_jobs, ckan_config, monkeypatch, app):
     text = DOC.read_text()
     examples = _examples(text)
     made_with = _MADE_WITH.search(text).group(1)
@@ -153,6 +207,7 @@ def test_the_catalogue_shows_every_type_as_it_is_delivered(
     assert sorted(examples) == sorted(types + list(MESSAGE_TYPES))
 
     bodies = _every_type(receiver, run_jobs)
+    test_bodies = _test_deliveries(receiver, run_jobs)
     monkeypatch.setitem(ckan_config, "ckanext.webhooks.verify_intent", True)
     bodies["webhook/verify"] = _verify_body(receiver, run_jobs)
     assert sorted(bodies) == sorted(examples)
@@ -160,6 +215,15 @@ def test_the_catalogue_shows_every_type_as_it_is_delivered(
     if os.environ.get("WEBHOOKS_WRITE_EVENTS_DOC"):
         _write(examples, bodies)
         pytest.skip("docs/events.rst written from real deliveries")
+
+    # what the pages show is what docs/events.rst shows
+    shown = json.loads(EXAMPLE_BODIES.read_text(encoding="utf-8"))
+    assert list(shown) == catalogue.message_types()
+    for kind, (_, _, block) in examples.items():
+        assert shown[kind] == json.loads(block), kind
+
+    for every in (bodies, test_bodies, shown):
+        _validate_against_the_served_schemas(every, app)
 
     for kind, (_, _, block) in examples.items():
         example, real = json.loads(block), bodies[kind]
@@ -181,3 +245,36 @@ def test_every_topic_has_a_label_on_the_pages():
     # the labels live with the pages' template helpers
     with_labels = page_helpers._topic_labels
     assert sorted(with_labels()) == sorted(schema.TOPICS)
+
+
+@pytest.mark.usefixtures("webhooks")
+def test_the_catalogue_page_shows_every_type_and_is_linked(app, receiver):
+    from lxml.html import document_fromstring as parse
+    page = parse(app.get("/webhooks/events").body)
+    for kind in catalogue.message_types():
+        section = page.cssselect("#" + catalogue.anchor(kind))
+        assert section, kind
+        text = section[0].text_content()
+        assert kind in text
+        assert catalogue.description(kind)[:40] in text
+        assert "Who gets it" in text and catalogue.audience(kind)[:40] in text
+        example = section[0].cssselect(".webhooks-example pre")
+        assert json.loads(example[0].text_content())["type"] == kind
+        [link] = section[0].cssselect("a.webhooks-schema-link")
+        assert app.get(link.get("href")).json["properties"]["type"] == {
+            "const": kind}
+    assert page.cssselect("a#webhooks-openapi")[0].get("href") == \
+        "/webhooks/events/openapi.json"
+    assert app.get("/webhooks/events/dataset/explode.json",
+                   status=404).status_code == 404
+
+    # the create form links to it, each event to its own section
+    form = parse(app.get("/webhooks").body)
+    links = {a.get("href") for a in form.cssselect("#field-topics a")}
+    assert "/webhooks/events" in links
+    assert "/webhooks/events#dataset-create" in links
+    # and so does each hook's page
+    hook = HookFactory(receiver=receiver, topics=["dataset/*"])
+    shown = parse(app.get("/webhooks/" + hook["id"]).body)
+    hrefs = {a.get("href") for a in shown.cssselect(".webhooks-details a")}
+    assert "/webhooks/events#kind-dataset" in hrefs

@@ -470,7 +470,8 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     assert page.status_code == 200
     assert "A dataset is deleted" in page.body
     assert "dataset/delete" in page.body
-    assert html.escape(receiver.url()) in page.body
+    assert _one(page, ".webhooks-details code.webhooks-address") \
+        .text_content() == receiver.url()
     assert _one(page, "input#field-secret").get("readonly") is not None
     assert _input_value(page, "field-secret") == hook["secret"]
     _one(page, 'label.form-label[for="field-secret"]')
@@ -489,9 +490,9 @@ def test_hook_page_shows_details_secret_and_deliveries(app, receiver,
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[4]), cells[4]
     assert cells[5] == "Deliver again"
     # the buttons
-    for action in ("ping", "rotate", "disable"):
+    for action in ("ping", "disable"):
         assert 'action="/webhooks/{}/{}"'.format(hook_id, action) in page.body
-    for link in ("delete", "edit"):
+    for link in ("delete", "edit", "rotate"):
         assert 'href="/webhooks/{}/{}"'.format(hook_id, link) in page.body
     # the page holds a secret: no cache may keep it
     assert "no-store" in page.headers["Cache-Control"]
@@ -566,11 +567,15 @@ def test_pending_hook_explains_the_challenge(app, receiver):
     assert "exactly the token" in explanation
     assert '{"challenge": "TOKEN"}' in explanation
     # what it says to press is on the page: the ping button sends the
-    # challenge again; nothing offers to redeliver while it is pending
+    # challenge again, and so does the challenge's own "Retry now";
+    # nothing offers to redeliver while it is pending
     assert "Send the challenge again" in explanation
     button = _one(page, "button#webhook-ping")
     assert button.text_content() == "Send the challenge again"
-    assert "Deliver again" not in page.body and "Retry now" not in page.body
+    assert "Deliver again" not in page.body
+    [retry] = _html(page).cssselect("tr.webhooks-delivery button.webhooks-retry")
+    assert retry.getparent().get("action") == \
+        "/webhooks/{}/ping".format(hook_id)
     # the page refreshes itself until the receiver has answered
     assert 'data-webhooks-busy="true"' in page.body
 
@@ -663,8 +668,15 @@ def test_rotate_button_replaces_the_secret(app):
     hook_id = HookFactory()["id"]
     old = helpers.call_action("webhook_show", id=hook_id)["secret"]
     browser = Browser(app)
-    page = browser.submit(browser.get("/webhooks/" + hook_id),
-                          "/webhooks/{}/rotate".format(hook_id))
+    # the button asks first; the question changes nothing
+    page = browser.get("/webhooks/" + hook_id)
+    assert _one(page, "a#webhook-rotate").get("href") == \
+        "/webhooks/{}/rotate".format(hook_id)
+    confirm = browser.get("/webhooks/{}/rotate".format(hook_id))
+    assert "Replace the secret of this webhook?" in _text(_one(confirm,
+                                                               "h1"))
+    assert helpers.call_action("webhook_show", id=hook_id)["secret"] == old
+    page = browser.submit(confirm, "/webhooks/{}/rotate".format(hook_id))
     assert page.request.path == "/webhooks/" + hook_id
     assert any("The secret was replaced" in f for f in _flashes(page))
     new = helpers.call_action("webhook_show", id=hook_id)["secret"]
@@ -712,7 +724,7 @@ def test_delete_asks_first_and_deletes_on_confirmation(app):
     confirm = browser.get("/webhooks/{}/delete".format(hook_id))
     assert confirm.status_code == 200
     assert "Delete this webhook?" in confirm.body
-    assert html.escape(ADDRESS) in confirm.body
+    assert _one(confirm, "code.webhooks-address").text_content() == ADDRESS
     # looking at the confirmation deletes nothing
     assert helpers.call_action("webhook_show", id=hook_id)["id"] == hook_id
 
@@ -726,13 +738,13 @@ def test_delete_asks_first_and_deletes_on_confirmation(app):
 def test_a_get_never_changes_anything(app):
     hook_id = HookFactory()["id"]
     before = helpers.call_action("webhook_show", id=hook_id)
-    for action in ("ping", "test", "rotate", "disable", "enable", "recover",
+    for action in ("ping", "test", "disable", "enable", "recover",
                    "deliveries/msg_1/redeliver"):
         response = app.get("/webhooks/{}/{}".format(hook_id, action),
                            query_string={"topic": "dataset/create",
                                          "since": "2026-01-01T00:00"})
         assert response.status_code in (404, 405), action
-    for page in ("edit", "delete"):
+    for page in ("edit", "delete", "rotate"):
         assert app.get("/webhooks/{}/{}".format(hook_id, page),
                        query_string={"address": "http://example.org/x",
                                      "topics": "dataset/update"}) \
@@ -769,8 +781,11 @@ def test_edit_shows_the_hook_and_saves_what_changed(app, receiver):
     assert hook["description"] == "mirror for the search index"
     assert hook["address"] == ADDRESS and hook["status"] == "active"
     assert "mirror for the search index" in page.body
-    assert "A dataset is updated, Anything happens to a resource" in _text(
+    # the title is the description; the events are listed beside
+    assert "mirror for the search index" in _text(
         _html(page).cssselect("h1")[0])
+    assert _text(_one(page, ".webhooks-topic-line")).split() == [
+        "dataset/update", "resource/*"]
 
 
 @pytest.mark.ckan_config("ckanext.webhooks.verify_intent", True)
@@ -824,8 +839,13 @@ def test_disable_and_enable_buttons(app):
     assert any("The webhook is disabled" in f for f in _flashes(page))
     hook = helpers.call_action("webhook_show", id=hook_id)
     assert hook["status"] == "disabled"
-    alert = _text(_one(page, "div.alert.alert-danger.webhooks-disabled"))
+    # paused on purpose: no danger, and one Enable button, in the alert
+    alert = _text(_one(page, "div.alert.alert-secondary.webhooks-disabled"))
     assert "disabled by its owner" in alert
+    assert not _html(page).cssselect(".alert-danger")
+    [enable] = _html(page).cssselect(
+        'form[action="/webhooks/{}/enable"]'.format(hook_id))
+    assert enable.getparent().get("class").startswith("alert")
     # a hook its owner paused gets no pings: the button is gone
     assert 'id="webhook-ping"' not in page.body
     assert 'action="/webhooks/{}/disable"'.format(hook_id) not in page.body
@@ -1043,7 +1063,8 @@ def test_logged_in_users_see_only_their_own_hooks(app):
     page = as_alice.get("/webhooks")
     assert "Your webhooks" in page.body
     listed = _markup(_one(page, "table.webhooks-list"))
-    assert alices in listed and "http://example.com/alice" in listed
+    assert alices in listed and "http://example.com/alice" in _one(
+        page, "table.webhooks-list").text_content()
     assert "A dataset is created" in listed
     for other in (bobs, anonymous, "example.com/bob", "example.com/anyone"):
         assert other not in page.body
@@ -1111,7 +1132,7 @@ def test_the_dashboard_leads_to_ones_own_webhooks(app):
     page = Browser(app, {"Authorization": user["token"]}).get(
         "/dashboard/datasets")
     assert page.status_code == 200
-    tabs = _html(page).cssselect('a[href="/webhooks"]')
+    tabs = _html(page).cssselect('a[href="/dashboard/webhooks"]')
     assert tabs and "My Webhooks" in _text(tabs[0])
 
 
