@@ -59,6 +59,14 @@ _RENEW = sa.text("""
     WHERE d.id = mine.id
     RETURNING d.id
 """)
+# the hooks of these messages, locked before the messages (the order every
+# writer keeps: no deadlock with a hook being deleted)
+_LOCK_HOOKS = sa.text("""
+    SELECT h.id FROM webhooks_hook h
+    WHERE h.id IN (SELECT hook_id FROM webhooks_delivery
+                   WHERE id = ANY(:ids))
+    ORDER BY h.id FOR KEY SHARE
+""")
 # claimed but not attempted: back as they were, due at ``next_attempt``
 _RELEASE = sa.text("""
     UPDATE webhooks_delivery
@@ -109,6 +117,7 @@ def release(ids: list[str], lease_id: str,
             next_attempt: Optional[datetime.datetime] = None) -> None:
     """Give back messages claimed but not attempted."""
     if ids:
+        model.Session.execute(_LOCK_HOOKS, {"ids": ids})
         model.Session.execute(_RELEASE, {"ids": ids, "lease_id": lease_id,
                                          "next_attempt": next_attempt})
     model.Session.commit()
@@ -129,7 +138,7 @@ class ClaimedMessage:
                  "new_body", "hook",
                  "secrets", "address", "host", "sequence", "outcome",
                  "state", "error", "next_attempt", "started", "order",
-                 "promoted", "task", "clock", "aside", "expired")
+                 "promoted", "task", "clock", "aside", "expired", "suspect")
 
     def __init__(self, row: Any, lease_id: str):
         (self.id, self.hook_id, self.event_id, self.type, self.data,
@@ -159,3 +168,5 @@ class ClaimedMessage:
         self.clock = 0.0
         self.aside = False
         self.expired = False
+        # its hook hung or failed last time (``scheduling``)
+        self.suspect = False

@@ -241,12 +241,10 @@ def _decide(message: ClaimedMessage, hook: Any, views: Views) -> None:
         if event is None or data_json is None:  # not for this owner now
             message.state = "drop"
             return
-        # a first attempt waits for the messages of its hook about the same
-        # dataset; retries and recovered messages of a hook go one after
-        # another, oldest first (so ``webhook_recover`` keeps its order)
-        message.sequence = (
-            (hook.id, event.package_id or event.entity_id)
-            if message.attempts <= 1 else (hook.id, "again"))
+        # a message waits for those of its hook about the same dataset
+        # (first attempts, retries and recovered ones alike); messages
+        # about different datasets go side by side
+        message.sequence = (hook.id, event.package_id or event.entity_id)
         message.order = (event.created, event.id)
         if message.body is None:
             message.body = bodies.compose_body(
@@ -277,6 +275,10 @@ _RETIRING = sa.text("""
     WHERE hook_id = ANY(:ids) AND expires > :now
     ORDER BY hook_id, expires DESC
 """)
+_LOCK_HOOKS = sa.text("""
+    SELECT id FROM webhooks_hook WHERE id = ANY(:ids)
+    ORDER BY id FOR KEY SHARE
+""")
 # a message's body, stored as soon as it is composed: while its first
 # attempt is in flight its owner sees it (and may ask for it again)
 _STORE_BODIES = sa.text("""
@@ -306,6 +308,10 @@ def compose(messages: list[ClaimedMessage], views: Views) -> None:
         message.secrets = [hook.secret, *retiring.get(hook.id, ())]
         if message.new_body:
             new_bodies.setdefault(message.lease_id, []).append(message)
+    if new_bodies:
+        # the hooks' rows before their messages', as everywhere (a hook
+        # deleted meanwhile waits, or is gone: no deadlock)
+        model.Session.execute(_LOCK_HOOKS, {"ids": sorted(hooks)})
     for lease_id, composed in new_bodies.items():
         model.Session.execute(_STORE_BODIES, {
             "ids": [m.id for m in composed],

@@ -1,20 +1,17 @@
 """The loop that keeps hundreds of attempts in flight.
 
 One engine runs in each ``ckan webhooks worker`` (an asyncio loop in the
-process's main thread; ``worker`` handles its signals). It fans out waiting events, claims due messages of any
-events, composes them, sends them, records their outcomes, and claims more
-as attempts finish: a slow attempt holds only its own slot, never a batch.
+process's main thread; ``worker`` handles its signals). It fans out waiting
+events, claims due messages of any events, composes them, sends them,
+records their outcomes, and claims more as attempts finish: a slow attempt
+holds only its own slot, never a batch.
 
-- ``concurrency`` attempts are in flight at most; a receiver (scheme, host
-  and port) gets at most ``max_per_host`` of them at once. An attempt still
-  waiting for its answer after ``SLOW_AFTER`` seconds is set aside: it no
-  longer counts against ``concurrency`` (an idle connection costs little),
-  so hung receivers cannot take the capacity healthy ones need; at most
-  ``SLOW_FACTOR`` times ``concurrency`` attempts are in flight in all.
-  Messages for a busy receiver wait in a queue of their own, outside the
-  sending capacity; when that queue is long, the receiver's hooks are left
-  out of the next claims, so a hung receiver's backlog stays in the
-  database.
+- What goes out next is decided by ``scheduling``: ``concurrency``
+  attempts count at once (an attempt waiting for its answer for over a
+  second is set aside and stops counting), a hook has at most
+  ``max_per_hook`` in flight, and a host (scheme, name and port: Slack,
+  Zapier, one company's server) a bound that adapts to how it answers, up
+  to ``max_per_host``. The engine only carries the decisions out.
 - All database work runs on one thread of its own, so the event loop keeps
   reading answers while a claim or a record is written.
 - PostgreSQL is the source of truth. The engine wakes when an event or a
@@ -38,16 +35,13 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks.pipeline import (
-    claiming, composing, heartbeat, matching, outcomes, payloads, sweep)
+    claiming, composing, heartbeat, matching, outcomes, payloads, scheduling,
+    sweep)
 from ckanext.webhooks.pipeline.claiming import ClaimedMessage
 from ckanext.webhooks.pipeline.sending import Transport
 
 log = logging.getLogger(__name__)
 
-# seconds after which an attempt in flight no longer counts against the
-# sending capacity, and the bound on all attempts in flight, in capacities
-SLOW_AFTER = 1.0
-SLOW_FACTOR = 4
 # seconds between looks at the attempts in flight: one timer for all of them
 # sets slow ones aside and ends those past the deadline (``timeout``), so
 # their end can come this much late
@@ -62,9 +56,6 @@ CLAIM_MAX = 500
 # messages composed in one go: the first of a claim go out while the rest
 # are composed (a burst of small events needs a package_show each)
 COMPOSE_CHUNK = 100
-# messages kept waiting for one busy receiver; past that its hooks are left
-# out of claims until the queue shrinks
-WAITING_PER_HOST = 100
 # seconds a burst run keeps trying while the database fails
 BURST_PATIENCE = 30.0
 # seconds before payload helpers that failed are started again, and the
@@ -101,7 +92,10 @@ class Engine:
         # positive whole numbers: config_declaration.yaml refuses others
         # at start-up
         self.capacity = int(tk.config.get("ckanext.webhooks.concurrency"))
-        self.per_host = int(tk.config.get("ckanext.webhooks.max_per_host"))
+        self.scheduler = scheduling.Scheduler(
+            self.capacity,
+            int(tk.config.get("ckanext.webhooks.max_per_hook")),
+            int(tk.config.get("ckanext.webhooks.max_per_host")))
         self.sweep_interval = int(tk.config.get(
             "ckanext.webhooks.sweep_interval"))
         self._db = ThreadPoolExecutor(1, thread_name_prefix="webhooks-db")
@@ -132,23 +126,13 @@ class Engine:
         # late for that round, so it calls for another
         self._event_calls = 0
         self._held: dict[str, ClaimedMessage] = {}
-        self._ready: collections.deque[ClaimedMessage] = collections.deque()
-        self._waiting: dict[tuple, collections.deque[ClaimedMessage]] = {}
-        self._active: collections.Counter = collections.Counter()
-        self._hook_hosts: dict[str, tuple] = {}
-        # per hook and dataset: the messages waiting for the one in flight
-        self._sequences: dict[tuple, collections.deque[ClaimedMessage]] = {}
         self._finished: list[ClaimedMessage] = []
         # the circuit breaker, before the database knows: failures in a row
-        # per hook, and the messages of hooks that reached the threshold
+        # per hook (the scheduler parks the messages of those at the
+        # threshold)
         self._failures: collections.Counter = collections.Counter()
-        self._parked: dict[str, list[ClaimedMessage]] = {}
         self.circuit_failures = int(tk.config.get(
             "ckanext.webhooks.circuit_failures"))
-        self._release: list[
-            tuple[ClaimedMessage, Optional[datetime.datetime]]] = []
-        self._in_flight = 0
-        self._set_aside = 0  # attempts in flight for over SLOW_AFTER
         # attempts in flight, by message id, oldest first
         self._flight: dict[str, ClaimedMessage] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -306,7 +290,7 @@ class Engine:
         return True
 
     async def _sleep(self, seconds: float) -> None:
-        if self._finished or self._release:
+        if self._finished or self.scheduler.release:
             seconds = min(seconds, 0.05)
         assert self._wakeup is not None  # running
         try:
@@ -327,15 +311,8 @@ class Engine:
             # it wakes the engine when done
             self._recording = self._loop.create_task(self._record(batch))
         if self._stopping:
-            for message in self._ready:
-                self._release.append((message, None))
-            self._ready.clear()
-            for queue in (*self._waiting.values(),
-                          *self._sequences.values()):
-                self._release.extend((m, None) for m in queue)
-            self._waiting.clear()
-            self._sequences.clear()
-        if self._release:
+            self.scheduler.give_back_all()
+        if self.scheduler.release:
             await self._give_back()
         if self._stopping:
             return bool(self._finished) and self._recording is None
@@ -346,9 +323,10 @@ class Engine:
             self._events_waiting = fanned >= FAN_OUT_BATCH \
                 or self._event_calls != calls
             busy = busy or fanned > 0
-        room = 2 * self.capacity - self._counted() - len(self._ready)
+        room = 2 * self.capacity - self.scheduler.counted \
+            - len(self.scheduler.ready)
         if room >= max(1, self.capacity // 4) or (
-                room > 0 and self._in_flight == 0):
+                room > 0 and self.scheduler.in_flight == 0):
             size = min(room, CLAIM_MAX)
             claimed = await self._claim(size)
             busy = busy or claimed >= size
@@ -398,11 +376,9 @@ class Engine:
             await self._call(composing.compose, chunk, views)
             for message in chunk:
                 self._held[message.id] = message
-                if message.state == "send":
-                    self._hook_hosts[message.hook_id] = message.host
-                    self._ready.append(message)
-                else:
+                if message.state != "send":
                     self._finished.append(message)
+            self.scheduler.add(m for m in chunk if m.state == "send")
             if not self._stopping:
                 self._start_sends()
         self.stats["views"] += views.views_computed
@@ -473,47 +449,16 @@ class Engine:
         self._helpers_made.clear()
 
     def _excluded_hooks(self) -> list[str]:
-        busy = {host for host, queue in self._waiting.items()
-                if len(queue) >= WAITING_PER_HOST}
-        if not busy:
-            return []
-        return [hook_id for hook_id, host in self._hook_hosts.items()
-                if host in busy]
+        return self.scheduler.excluded_hooks()
 
     def _start_sends(self) -> None:
-        while self._ready and self._counted() < self.capacity \
-                and self._in_flight < SLOW_FACTOR * self.capacity:
-            message = self._ready.popleft()
-            if message.hook_id in self._parked and message.event_id:
-                self._parked[message.hook_id].append(message)
-                continue
-            if message.sequence and not message.promoted:
-                behind = self._sequences.get(message.sequence)
-                if behind is None:  # its turn: it leads its sequence
-                    self._sequences[message.sequence] = collections.deque()
-                    message.promoted = True
-                else:
-                    behind.append(message)  # after the one before it
-                    continue
-            if self._active[message.host] >= self.per_host:
-                queue = self._waiting.setdefault(message.host,
-                                                 collections.deque())
-                if len(queue) >= WAITING_PER_HOST:
-                    self._release.append((message, None))
-                    # and those of its sequence behind it, in order
-                    self._release.extend(
-                        (m, None) for m in
-                        self._sequences.pop(message.sequence, ()))
-                    self._wake()
-                else:
-                    queue.append(message)
-                continue
+        for message in self.scheduler.take():
             self._launch(message)
+        if self.scheduler.release:
+            self._wake()
 
     def _launch(self, message: ClaimedMessage) -> None:
         from ckanext.webhooks.model import utcnow
-        self._in_flight += 1
-        self._active[message.host] += 1
         message.started = utcnow()
         assert self._loop is not None  # running
         message.clock = self._loop.time()
@@ -521,10 +466,6 @@ class Engine:
         self._flight[message.id] = message
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _counted(self) -> int:
-        """Attempts in flight that count against the sending capacity."""
-        return self._in_flight - self._set_aside
 
     async def _send(self, message: ClaimedMessage) -> None:
         try:
@@ -544,28 +485,14 @@ class Engine:
         finally:
             self._flight.pop(message.id, None)
             message.task = None
-            self._in_flight -= 1
-            if message.aside:
-                self._set_aside -= 1
-            self._active[message.host] -= 1
+            assert self._loop is not None  # running
+            self.scheduler.ended(
+                message, _answered(message.outcome),
+                self._loop.time() - message.clock, self._loop.time())
             if message.outcome is not None:
                 self._finished.append(message)
                 self.stats["sent"] += 1
                 self._count_failure(message)
-            behind = self._sequences.get(message.sequence)
-            if behind:
-                following = behind.popleft()
-                following.promoted = True
-                self._ready.appendleft(following)
-            elif behind is not None:
-                del self._sequences[message.sequence]
-            queue = self._waiting.get(message.host)
-            if queue:  # its turn, before anything claimed later
-                self._ready.appendleft(queue.popleft())
-                if not queue:
-                    del self._waiting[message.host]
-            if not self._active[message.host]:
-                del self._active[message.host]
             if not self._stopping:
                 self._start_sends()
             self._wake()
@@ -582,7 +509,7 @@ class Engine:
         those past the deadline."""
         assert self._loop is not None  # running
         now = self._loop.time()
-        slow = now - SLOW_AFTER
+        slow = now - scheduling.SLOW_AFTER
         late = now - self._transport.timeout
         aside = []
         expired = []
@@ -599,8 +526,7 @@ class Engine:
                 message.task.cancel()
         if aside:
             for message in aside:
-                message.aside = True
-            self._set_aside += len(aside)
+                self.scheduler.aside(message)
             self.stats["set_aside"] += len(aside)
             if not self._stopping:
                 self._start_sends()
@@ -618,50 +544,23 @@ class Engine:
                 self._failures[hook_id],
                 message.hook.consecutive_failures or 0) + 1
             if count >= self.circuit_failures:
-                self._parked.setdefault(hook_id, [])
+                self.scheduler.park(hook_id)
 
     def _hold_back(self, opened: dict[str, datetime.datetime]) -> None:
         """Messages of hooks whose circuit opened wait for its slot; parked
         messages of the others go on."""
         unrecorded = {m.hook_id for m in self._held.values()
                       if m.outcome is not None}
-        for hook_id in list(self._parked):
-            if hook_id in opened:
-                self._release.extend((m, opened[hook_id])
-                                     for m in self._parked.pop(hook_id))
-                self._failures.pop(hook_id, None)
-            elif hook_id not in unrecorded:
-                # its failures are recorded and did not open the circuit
-                self._ready.extendleft(reversed(self._parked.pop(hook_id)))
-        if not opened:
-            return
-
-        def keep(message: ClaimedMessage) -> bool:
-            until = opened.get(message.hook_id)
-            if until is not None and message.event_id:
-                self._release.append((message, until))
-                return False
-            return True
-
-        self._ready = collections.deque(m for m in self._ready if keep(m))
-        for sequence in list(self._sequences):
-            if sequence[0] in opened:
-                for message in self._sequences.pop(sequence):
-                    self._release.append((message, opened[sequence[0]]))
-        for host in list(self._waiting):
-            queue = collections.deque(m for m in self._waiting[host]
-                                      if keep(m))
-            if queue:
-                self._waiting[host] = queue
-            else:
-                del self._waiting[host]
+        for hook_id in opened:
+            self._failures.pop(hook_id, None)
+        self.scheduler.circuits(opened, unrecorded)
 
     async def _give_back(self) -> None:
         async with self._lease_lock:  # not while leases change
             await self._give_back_now()
 
     async def _give_back_now(self) -> None:
-        released, self._release = self._release, []
+        released = self.scheduler.take_release()
         groups: dict[tuple, list[str]] = collections.defaultdict(list)
         for message, until in released:
             groups[(message.lease_id, until)].append(message.id)
@@ -669,7 +568,7 @@ class Engine:
             for (lease_id, until), ids in groups.items():
                 await self._call(claiming.release, ids, lease_id, until)
         except Exception:
-            self._release = released + self._release
+            self.scheduler.release = released + self.scheduler.release
             raise
         for message, _ in released:
             self._held.pop(message.id, None)
@@ -680,7 +579,7 @@ class Engine:
         listening = self.listening is not None and self.listening.is_set()
         try:
             await self._call(heartbeat.beat, self.identity, listening,
-                             self._in_flight, self.last_sweep)
+                             self.scheduler.in_flight, self.last_sweep)
         except Exception as e:
             if not self._beat_failing:
                 log.warning("webhooks: could not write the heartbeat: %s", e)
@@ -722,6 +621,15 @@ class Engine:
             await self._loop.run_in_executor(
                 self._leases, functools.partial(
                     _in_session, claiming.renew, dict(claims)))
+
+
+def _answered(outcome: Any) -> Optional[bool]:
+    """What an attempt's outcome says about its host: True it answered,
+    False it failed as a host can (timeout, connection error, 5xx, 408,
+    429), None nothing (no outcome: stopping; refused by our own rules)."""
+    if outcome is None or (outcome.error or "").startswith("refused"):
+        return None
+    return not outcome.retryable
 
 
 def _still_running(task: asyncio.Future, what: str) -> None:

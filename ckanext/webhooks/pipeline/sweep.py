@@ -80,9 +80,13 @@ def prune(days: Optional[float] = None, commit: bool = True) -> int:
         days = tk.config.get("ckanext.webhooks.delivery_retention_days")
     cutoff = utcnow() - datetime.timedelta(days=days)
     session = model.Session
-    deleted = session.query(Message).filter(
+    # rows locked now (their hook being deleted, a person asking for one
+    # again) are skipped, not waited for: the next sweep takes them
+    finished = sa.select(Message.id).where(
         Message.status != MESSAGE_PENDING, Message.created < cutoff,
-    ).delete(synchronize_session=False)
+    ).with_for_update(skip_locked=True)
+    deleted = session.query(Message).filter(
+        Message.id.in_(finished)).delete(synchronize_session=False)
     pending = sa.select(Message.event_id).where(
         Message.status == MESSAGE_PENDING, Message.event_id.isnot(None))
     session.query(Event).filter(

@@ -76,8 +76,10 @@ def test_messages_failing_together_are_retried_apart(receiver, run_jobs,
     assert len(waits) == 20
     # whole seconds are not enough to tell them apart; milliseconds are
     assert len({round(w, 3) for w in waits}) > 10
+    # measured from the attempt's claim; the retry is scheduled when its
+    # outcome is recorded, a moment later
     if retry_after:
-        assert 99.9 <= min(waits) and max(waits) <= 120.1
+        assert 99.9 <= min(waits) and max(waits) <= 125
     else:
-        assert 79.9 <= min(waits) < 100 < max(waits) <= 120.1
+        assert 79.9 <= min(waits) < 100 < max(waits) <= 125
     assert max(waits) - min(waits) > 5

@@ -1,0 +1,431 @@
+"""What to send next: the engine's decisions, without I/O.
+
+The engine (``engine``) owns the loop, the attempts and the database; this
+module decides, for the messages it has claimed and composed, which may go
+out now and which wait, and where:
+
+- **Capacity.** At most ``capacity`` attempts count at once. An attempt
+  still waiting for its answer after ``SLOW_AFTER`` seconds is *set aside*:
+  it stops counting (an idle connection costs little), so hung receivers
+  cannot take the capacity healthy ones need. At most ``SLOW_FACTOR`` times
+  ``capacity`` attempts are in flight in all (sockets are finite).
+- **Sequences.** Messages of one hook about one dataset (or organization,
+  group) go out one after another, in the order of their events.
+- **Per hook.** A hook (its address) has at most ``per_hook`` attempts in
+  flight, set-aside ones included: a hook whose receiver hangs or fails
+  holds only its own slots. Its other messages wait in a queue of its own;
+  when that queue is long the hook is left out of the next claims, so its
+  backlog stays in the database.
+- **Per host.** A host (scheme, name, port: Slack, Zapier, one company's
+  server) is shared by many hooks. Its bound adapts (``HostWindow``): it
+  starts at ``HOST_START``, grows while the host answers quickly and
+  successfully, and shrinks when the host as a whole fails or slows down.
+  Attempts set aside, and attempts of hooks that hung or failed last time
+  (*suspect* hooks: they are expected to hang again), do not count against
+  it, so they never take the slots the host's healthy hooks need; every
+  attempt to the host counts against ``ceiling``, so a host never has more
+  than that many requests from one worker at once.
+- **The circuit breaker.** Messages of a hook that failed
+  ``circuit_failures`` times in a row are parked until the record of those
+  failures says when its circuit closes.
+
+Messages that cannot go now and cannot wait here are given back (to the
+database, for this or another worker to claim later): ``release`` collects
+them. The messages are the engine's ``ClaimedMessage`` objects; only the
+attributes named in ``Schedulable`` are used.
+"""
+from __future__ import annotations
+
+import collections
+import statistics
+from typing import Any, Deque, Iterable, Optional, Protocol
+
+# seconds after which an attempt in flight no longer counts against the
+# sending capacity (nor its host's bound), and the bound on all attempts in
+# flight, in capacities
+SLOW_AFTER = 1.0
+SLOW_FACTOR = 4
+# messages kept waiting for one hook, or for one host; past that they go
+# back to the database and the hook (or the host's hooks) are left out of
+# claims until the queue shrinks
+WAITING_PER_HOOK = 100
+WAITING_PER_HOST = 1000
+
+# --- a host's bound ----------------------------------------------------------
+# the bound a host starts with, and the least it comes down to
+HOST_START = 10
+HOST_MIN = 2
+# outcomes a host's bound looks back on
+HOST_SAMPLES = 20
+# answers looked back on for the host's quickest time (its baseline)
+BASELINE_SAMPLES = 500
+# a host is slow when the median of its recent answers takes more than this
+# many times its baseline, and more than LATENCY_MARGIN seconds above it
+LATENCY_TOLERANCE = 2.0
+LATENCY_MARGIN = 0.05
+# failing as a whole: at least this share of its recent outcomes failed
+# (timeouts, connection errors, 5xx, 429), among at least MIN_SAMPLES
+HOST_FAILING_SHARE = 0.5
+MIN_SAMPLES = 4
+# the bound comes down at most once per this many seconds (or per median
+# answer time, if longer): one episode, one decrease
+DECREASE_EVERY = 0.5
+
+
+class Schedulable(Protocol):
+    id: str
+    hook_id: str
+    event_id: Optional[str]
+    host: tuple
+    sequence: tuple
+    promoted: bool
+    aside: bool
+    suspect: bool
+
+
+class HostWindow:
+    """How many attempts one host gets at once from this worker, learnt as
+    TCP learns a congestion window.
+
+    - *Slow start*: from ``HOST_START``, each quick success adds one (the
+      bound doubles every round trip) up to ``ssthresh`` (at first the
+      ceiling); past it, each success adds ``1 / limit`` (one per round
+      trip).
+    - *Failing as a whole* (half of its recent outcomes failed): the bound
+      halves.
+    - *Slowing down as a whole* (the median of its recent answers more than
+      twice its quickest time): the bound shrinks by the ratio of the two
+      (at most by half, at least by a tenth).
+    - After a decrease, ``ssthresh`` is half the most the bound ever was:
+      once the host is quick again the bound slow-starts back to there.
+    - At most one decrease per ``DECREASE_EVERY`` (or per median answer
+      time); never below ``HOST_MIN``, never above the ceiling.
+
+    Failures and answers of *suspect* hooks (whose last attempt hung or
+    failed) say nothing about the host: one path that hangs on a shared
+    host does not shrink everyone's bound. ``now`` is passed in (seconds,
+    any monotonic clock), so the rules can be tested without waiting.
+    """
+
+    __slots__ = ("limit", "ssthresh", "peak", "ceiling", "counted", "total",
+                 "_recent", "_answers", "_baseline", "_last_decrease")
+
+    def __init__(self, ceiling: int, start: int = HOST_START) -> None:
+        self.ceiling = max(1, int(ceiling))
+        self.limit = float(max(min(start, self.ceiling),
+                               min(HOST_MIN, self.ceiling)))
+        self.ssthresh = float(self.ceiling)
+        self.peak = self.limit  # the most it grew to
+        self.counted = 0   # attempts in flight that count against ``limit``
+        self.total = 0     # every attempt in flight (against ``ceiling``)
+        # recent outcomes (True: failed) and answer times, newest last
+        self._recent: Deque[bool] = collections.deque(maxlen=HOST_SAMPLES)
+        self._answers: Deque[float] = collections.deque(maxlen=HOST_SAMPLES)
+        self._baseline: Deque[float] = collections.deque(
+            maxlen=BASELINE_SAMPLES)
+        self._last_decrease = float("-inf")
+
+    @property
+    def bound(self) -> int:
+        return max(1, int(self.limit))
+
+    def has_room(self, counts: bool = True) -> bool:
+        """Whether one more attempt may start now (one that ``counts``, or
+        one of a suspect hook, which only the ceiling bounds)."""
+        if self.total >= self.ceiling:
+            return False
+        return not counts or self.counted < self.bound
+
+    def answered(self, seconds: float, now: float) -> None:
+        """The host answered (2xx, 3xx, a 4xx other than 408 and 429)."""
+        self._recent.append(False)
+        self._answers.append(seconds)
+        self._baseline.append(seconds)
+        if self._slow():
+            self._decrease(max(0.5, min(
+                0.9, LATENCY_TOLERANCE * self._quickest()
+                / self._median())), now)
+        else:
+            step = 1.0 if self.limit < self.ssthresh else 1 / self.limit
+            self.limit = min(float(self.ceiling), self.limit + step)
+            self.peak = max(self.peak, self.limit)
+
+    def failed(self, now: float) -> None:
+        """A timeout, a connection error, a 5xx, a 408 or a 429."""
+        self._recent.append(True)
+        if len(self._recent) >= MIN_SAMPLES and sum(self._recent) \
+                >= HOST_FAILING_SHARE * len(self._recent):
+            self._decrease(0.5, now)
+
+    def _quickest(self) -> float:
+        return min(self._baseline)
+
+    def _median(self) -> float:
+        return statistics.median(self._answers)
+
+    def _slow(self) -> bool:
+        if len(self._answers) < MIN_SAMPLES:
+            return False
+        quickest, median = self._quickest(), self._median()
+        return median > LATENCY_TOLERANCE * quickest \
+            and median > quickest + LATENCY_MARGIN
+
+    def _decrease(self, factor: float, now: float) -> None:
+        every = max(DECREASE_EVERY,
+                    self._median() if self._answers else 0.0)
+        if now - self._last_decrease < every:
+            return
+        self._last_decrease = now
+        self.limit = max(float(min(HOST_MIN, self.ceiling)),
+                         self.limit * factor)
+        # once it is quick again it slow-starts back to half the most it
+        # ever had, then grows by one a round trip
+        self.ssthresh = max(self.limit, self.peak / 2)
+
+
+class Scheduler:
+    """The messages a worker holds, and which of them go out next."""
+
+    def __init__(self, capacity: int, per_hook: int, host_ceiling: int,
+                 slow_factor: int = SLOW_FACTOR) -> None:
+        self.capacity = capacity
+        self.per_hook = per_hook
+        self.host_ceiling = host_ceiling
+        self.slow_factor = slow_factor
+        self.ready: Deque[Any] = collections.deque()
+        # per sequence: the messages waiting for the one in flight
+        self.sequences: dict[tuple, Deque[Any]] = {}
+        self.hook_waiting: dict[str, Deque[Any]] = {}
+        self.host_waiting: dict[tuple, Deque[Any]] = {}
+        # the circuit breaker: messages of hooks that failed often enough
+        self.parked: dict[str, list[Any]] = {}
+        self.hook_active: collections.Counter = collections.Counter()
+        self.hosts: dict[tuple, HostWindow] = {}
+        # hooks whose last attempt hung or failed
+        self.suspects: set[str] = set()
+        self.hook_hosts: dict[str, tuple] = {}
+        self.in_flight = 0
+        self.set_aside = 0
+        # messages to give back: (message, due again not before)
+        self.release: list[tuple[Any, Any]] = []
+
+    # --- what the engine asks ---------------------------------------------
+
+    @property
+    def counted(self) -> int:
+        """Attempts in flight that count against the capacity."""
+        return self.in_flight - self.set_aside
+
+    def window(self, host: tuple) -> HostWindow:
+        window = self.hosts.get(host)
+        if window is None:
+            window = self.hosts[host] = HostWindow(self.host_ceiling)
+        return window
+
+    def waiting(self) -> int:
+        """Messages held that are not in flight."""
+        return len(self.ready) + sum(map(len, self.sequences.values())) \
+            + sum(map(len, self.hook_waiting.values())) \
+            + sum(map(len, self.host_waiting.values())) \
+            + sum(map(len, self.parked.values()))
+
+    def excluded_hooks(self) -> list[str]:
+        """Hooks left out of the next claim: this worker holds as many of
+        their messages as it can send soon."""
+        excluded = {hook_id for hook_id, queue in self.hook_waiting.items()
+                    if len(queue) >= WAITING_PER_HOOK}
+        full_hosts = {host for host, queue in self.host_waiting.items()
+                      if len(queue) >= WAITING_PER_HOST}
+        if full_hosts:
+            excluded.update(hook_id for hook_id, host
+                            in self.hook_hosts.items() if host in full_hosts)
+        return sorted(excluded)
+
+    # --- what happens -----------------------------------------------------
+
+    def add(self, messages: Iterable[Any]) -> None:
+        """Claimed and composed messages, in the order they should go."""
+        for message in messages:
+            self.hook_hosts[message.hook_id] = message.host
+            self.ready.append(message)
+
+    def take(self) -> list[Any]:
+        """The messages to start now (they count as in flight at once)."""
+        launch = []
+        while self.ready and self.counted < self.capacity \
+                and self.in_flight < self.slow_factor * self.capacity:
+            message = self.ready.popleft()
+            if message.hook_id in self.parked and message.event_id:
+                self.parked[message.hook_id].append(message)
+                continue
+            if message.sequence and not message.promoted:
+                behind = self.sequences.get(message.sequence)
+                if behind is None:  # its turn: it leads its sequence
+                    self.sequences[message.sequence] = collections.deque()
+                    message.promoted = True
+                else:
+                    behind.append(message)  # after the one before it
+                    continue
+            if self.hook_active[message.hook_id] >= self.per_hook:
+                self._wait(self.hook_waiting, message.hook_id, message,
+                           WAITING_PER_HOOK)
+                continue
+            window = self.window(message.host)
+            message.suspect = message.hook_id in self.suspects
+            if not window.has_room(counts=not message.suspect):
+                self._wait(self.host_waiting, message.host, message,
+                           WAITING_PER_HOST)
+                continue
+            self._start(message, window)
+            launch.append(message)
+        return launch
+
+    def aside(self, message: Any) -> None:
+        """Its attempt has waited ``SLOW_AFTER``: it no longer counts."""
+        if message.aside:
+            return
+        message.aside = True
+        self.set_aside += 1
+        if not message.suspect:
+            window = self.window(message.host)
+            window.counted -= 1
+            self._unblock_host(message.host, window)
+
+    def ended(self, message: Any, answered: Optional[bool], seconds: float,
+              now: float) -> None:
+        """Its attempt ended: ``answered`` True when the host answered
+        (whatever the status, but 5xx, 408 and 429), False when it failed
+        (those, timeouts, connection errors), None when it says nothing
+        about the host (stopping, refused by our own rules)."""
+        self.in_flight -= 1
+        if message.aside:
+            self.set_aside -= 1
+        window = self.window(message.host)
+        window.total -= 1
+        if not message.aside and not message.suspect:
+            window.counted -= 1
+        self.hook_active[message.hook_id] -= 1
+        if not self.hook_active[message.hook_id]:
+            del self.hook_active[message.hook_id]
+        if answered is not None and not message.suspect:
+            if answered:
+                window.answered(seconds, now)
+            else:
+                window.failed(now)
+        if answered is True:
+            self.suspects.discard(message.hook_id)
+        elif answered is False or message.aside:
+            self.suspects.add(message.hook_id)
+        # next in its sequence, then its hook's and its host's turn,
+        # before anything claimed later
+        behind = self.sequences.get(message.sequence)
+        if behind:
+            following = behind.popleft()
+            following.promoted = True
+            self.ready.appendleft(following)
+        elif behind is not None:
+            del self.sequences[message.sequence]
+        queue = self.hook_waiting.get(message.hook_id)
+        if queue:
+            self.ready.appendleft(queue.popleft())
+            if not queue:
+                del self.hook_waiting[message.hook_id]
+        self._unblock_host(message.host, window)
+
+    def park(self, hook_id: str) -> None:
+        """The hook failed often enough in a row: hold its event messages
+        until its circuit's fate is recorded."""
+        self.parked.setdefault(hook_id, [])
+
+    def circuits(self, opened: dict[str, Any], unrecorded: set[str]) -> None:
+        """Outcomes were recorded: messages of hooks whose circuit opened
+        go back until it closes; parked messages of the others (whose
+        failures are recorded, ``unrecorded`` aside) go on."""
+        for hook_id in list(self.parked):
+            if hook_id in opened:
+                self.release.extend((m, opened[hook_id])
+                                    for m in self.parked.pop(hook_id))
+            elif hook_id not in unrecorded:
+                self.ready.extendleft(reversed(self.parked.pop(hook_id)))
+        if not opened:
+            return
+
+        def keep(message: Any) -> bool:
+            until = opened.get(message.hook_id)
+            if until is not None and message.event_id:
+                self.release.append((message, until))
+                return False
+            return True
+
+        self.ready = collections.deque(m for m in self.ready if keep(m))
+        for sequence in list(self.sequences):
+            if sequence and sequence[0] in opened:
+                for message in self.sequences.pop(sequence):
+                    self.release.append((message, opened[sequence[0]]))
+        for queues in (self.hook_waiting, self.host_waiting):
+            self._filter(queues, keep)
+
+    @staticmethod
+    def _filter(queues: dict[Any, Deque[Any]], keep: Any) -> None:
+        for key in list(queues):
+            queue = collections.deque(m for m in queues[key] if keep(m))
+            if queue:
+                queues[key] = queue
+            else:
+                del queues[key]
+
+    def give_back_all(self) -> None:
+        """Stopping: everything not in flight goes back."""
+        waiting: list[Any] = list(self.ready)
+        for queues in (self.sequences, self.hook_waiting,
+                       self.host_waiting):
+            for queue in queues.values():
+                waiting.extend(queue)
+        for parked in self.parked.values():
+            waiting.extend(parked)
+        self.release.extend((m, None) for m in waiting)
+        self.ready.clear()
+        self.sequences.clear()
+        self.hook_waiting.clear()
+        self.host_waiting.clear()
+        self.parked.clear()
+
+    def take_release(self) -> list[tuple[Any, Any]]:
+        released, self.release = self.release, []
+        return released
+
+    # --- inside -----------------------------------------------------------
+
+    def _start(self, message: Any, window: HostWindow) -> None:
+        self.in_flight += 1
+        self.hook_active[message.hook_id] += 1
+        window.total += 1
+        if not message.suspect:
+            window.counted += 1
+
+    def _wait(self, queues: dict, key: Any, message: Any,
+              limit: int) -> None:
+        queue = queues.setdefault(key, collections.deque())
+        if len(queue) < limit:
+            queue.append(message)
+            return
+        # too many wait here: back to the database, with those of its
+        # sequence behind it, in order
+        self.release.append((message, None))
+        self.release.extend((m, None) for m in
+                            self.sequences.pop(message.sequence, ()))
+
+    def _unblock_host(self, host: tuple, window: HostWindow) -> None:
+        """Messages waiting for the host go first, as far as it has room."""
+        queue = self.host_waiting.get(host)
+        if not queue:
+            return
+        room = min(window.ceiling - window.total,
+                   window.bound - window.counted)
+        moved: list[Any] = []
+        while queue and len(moved) < max(room, 1 if window.has_room(
+                counts=False) else 0):
+            moved.append(queue.popleft())
+        self.ready.extendleft(reversed(moved))
+        if not queue:
+            del self.host_waiting[host]
