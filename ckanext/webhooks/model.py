@@ -215,6 +215,10 @@ class Message(tk.BaseModel):
     # the claim that holds the message while ``lease_until`` lasts: outcomes,
     # renewals and releases touch the message only while it still does
     lease_id: Mapped[Optional[str]] = sa.Column(sa.UnicodeText, nullable=True)
+    # the dataset (organization, group) a message of an event is about: a
+    # hook's messages of one sequence go out one after another
+    sequence: Mapped[Optional[str]] = sa.Column(
+        sa.UnicodeText, nullable=True)
     # how often a person asked for it again (redeliver, recover): a request
     # made during an attempt wins over that attempt's outcome
     redeliveries: Mapped[int] = sa.Column(

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 # the newest migration in migration/webhooks/versions (a test checks it)
-REVISION = "c30d5e0a7b12"
+REVISION = "c26d5e0a7b14"
 UPGRADE_COMMAND = "ckan db upgrade -p webhooks"
 # while the schema is missing, look again this often (a write costs nothing
 # more in between)

@@ -27,19 +27,46 @@ from ckanext.webhooks.model import utcnow
 # seconds added to a lease for composing bodies and recording outcomes
 LEASE_MARGIN = 5
 
+# due messages, in the order they are due: those without an event first
+# (challenges, pings, test deliveries: they never wait behind a backlog),
+# a bounded look ahead each (rows locked or held by other workers are
+# skipped when the claim locks)
 _DUE = """
-    SELECT id FROM webhooks_delivery
+    SELECT id, hook_id, next_attempt, created, {kind} AS kind
+    FROM webhooks_delivery
     WHERE status = 'pending' AND next_attempt <= :now
       AND event_id IS {event} NULL
       AND (lease_until IS NULL OR lease_until < :now)
       AND NOT (hook_id = ANY(:excluded))
-    ORDER BY next_attempt, created, id LIMIT :size
-    FOR UPDATE SKIP LOCKED
+    ORDER BY next_attempt, created, id LIMIT :scan
 """
+# One statement: the due messages, at most ``per_hook`` of one hook (a claim
+# holds no more of a hook's backlog than it can send soon: other workers
+# share the rest), none whose sequence has an older message held by another
+# claim (several workers keep a hook's messages about one dataset in
+# order); locked (SKIP LOCKED: two workers never claim the same attempt),
+# leased, counted.
 _CLAIM = sa.text("""
-    WITH first AS ({first}), later AS ({then}),
-    picked AS (SELECT id FROM (SELECT id FROM first UNION ALL
-                               SELECT id FROM later) AS due LIMIT :size)
+    WITH due AS ({first} UNION ALL {then}),
+    ranked AS (
+        SELECT id, kind, next_attempt, created,
+               row_number() OVER (PARTITION BY hook_id
+                                  ORDER BY kind, next_attempt, created, id)
+                   AS place
+        FROM due),
+    picked AS (
+        SELECT d.id FROM webhooks_delivery d JOIN ranked r ON r.id = d.id
+        WHERE r.place <= :per_hook
+          AND d.status = 'pending' AND d.next_attempt <= :now
+          AND (d.lease_until IS NULL OR d.lease_until < :now)
+          AND (d.sequence IS NULL OR NOT EXISTS (
+              SELECT 1 FROM webhooks_delivery o
+              WHERE o.hook_id = d.hook_id AND o.sequence = d.sequence
+                AND o.status = 'pending' AND o.lease_until >= :now
+                AND o.created <= d.created AND o.id <> d.id))
+        ORDER BY r.kind, r.next_attempt, r.created, r.id
+        LIMIT :size
+        FOR UPDATE OF d SKIP LOCKED)
     UPDATE webhooks_delivery d
     SET attempts = d.attempts + 1, last_attempt = :now, lease_until = :lease,
         lease_id = :lease_id
@@ -47,7 +74,10 @@ _CLAIM = sa.text("""
     WHERE d.id = picked.id
     RETURNING d.id, d.hook_id, d.event_id, d.type, d.data, d.body,
               d.attempts, d.created, d.test, d.redeliveries
-""".format(first=_DUE.format(event=""), then=_DUE.format(event="NOT")))
+""".format(first="(" + _DUE.format(kind=0, event="") + ")",
+           then="(" + _DUE.format(kind=1, event="NOT") + ")"))
+# rows looked at ahead per message claimed
+LOOK_AHEAD = 4
 # only rows this claim still holds (not taken over by another worker, nor
 # taken back by a person); a row locked now is being recorded, or changed
 # by a person: skipped, not waited for, so renewing never deadlocks
@@ -87,14 +117,16 @@ def new_lease_id() -> str:
     return uuid.uuid4().hex
 
 
-def claim(size: int, excluded_hooks: Optional[list[str]] = None
-          ) -> tuple[list[Any], str]:
-    """Lease up to ``size`` due messages; the rows and the claim's id."""
+def claim(size: int, excluded_hooks: Optional[list[str]] = None,
+          per_hook: Optional[int] = None) -> tuple[list[Any], str]:
+    """Lease up to ``size`` due messages, at most ``per_hook`` of one hook
+    (default: ``size``); the rows and the claim's id."""
     now = utcnow()
     lease = now + datetime.timedelta(seconds=lease_seconds())
     lease_id = new_lease_id()
     rows = model.Session.execute(_CLAIM, {
         "now": now, "size": size, "lease": lease, "lease_id": lease_id,
+        "scan": LOOK_AHEAD * size, "per_hook": per_hook or size,
         "excluded": list(excluded_hooks or [])}).fetchall()
     model.Session.commit()
     return rows, lease_id
@@ -138,7 +170,8 @@ class ClaimedMessage:
                  "new_body", "hook",
                  "secrets", "address", "host", "sequence", "outcome",
                  "state", "error", "next_attempt", "started", "order",
-                 "promoted", "task", "clock", "aside", "expired", "suspect")
+                 "promoted", "task", "clock", "aside", "expired", "suspect",
+                 "at_host")
 
     def __init__(self, row: Any, lease_id: str):
         (self.id, self.hook_id, self.event_id, self.type, self.data,
@@ -168,5 +201,7 @@ class ClaimedMessage:
         self.clock = 0.0
         self.aside = False
         self.expired = False
-        # its hook hung or failed last time (``scheduling``)
+        # its hook hung or failed last time; its attempt counts against its
+        # host's bound (``scheduling``)
         self.suspect = False
+        self.at_host = False

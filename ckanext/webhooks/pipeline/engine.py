@@ -357,8 +357,9 @@ class Engine:
             self._start_sends()
 
     async def _claim(self, size: int) -> int:
-        rows, lease_id = await self._call(claiming.claim, size,
-                                          self._excluded_hooks())
+        rows, lease_id = await self._call(
+            claiming.claim, size, self._excluded_hooks(),
+            self.scheduler.per_hook)
         if not rows:
             return 0
         messages = [ClaimedMessage(row, lease_id) for row in rows]
@@ -511,11 +512,20 @@ class Engine:
         now = self._loop.time()
         slow = now - scheduling.SLOW_AFTER
         late = now - self._transport.timeout
+        young = now - scheduling.HOST_ASIDE_MIN
+        freed = False
         aside = []
         expired = []
         for message in self._flight.values():  # oldest first
-            if message.clock > slow:
+            if message.clock > young:
                 break
+            if message.clock > slow:
+                # hung beside its host's usual answers?
+                if message.at_host and now - message.clock > \
+                        self.scheduler.window(message.host).aside_after():
+                    self.scheduler.host_aside(message)
+                    freed = True
+                continue
             if message.clock <= late:
                 expired.append(message)
             elif not message.aside:
@@ -524,13 +534,12 @@ class Engine:
             message.expired = True
             if message.task is not None:
                 message.task.cancel()
-        if aside:
-            for message in aside:
-                self.scheduler.aside(message)
-            self.stats["set_aside"] += len(aside)
-            if not self._stopping:
-                self._start_sends()
-                self._wake()
+        for message in aside:
+            self.scheduler.aside(message)
+        self.stats["set_aside"] += len(aside)
+        if (aside or freed) and not self._stopping:
+            self._start_sends()
+            self._wake()
 
     def _count_failure(self, message: ClaimedMessage) -> None:
         """Park a hook's other messages as soon as it failed often enough in

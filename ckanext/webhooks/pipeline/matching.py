@@ -40,10 +40,11 @@ _MATCHING_INSERT = sa.text("""
     )
     INSERT INTO webhooks_delivery
         (id, hook_id, event_id, type, status, attempts, created, next_attempt,
-         test)
+         test, sequence)
     SELECT 'msg_' || md5(random()::text || clock_timestamp()::text || h.id),
            h.id, :event_id, :topic, 'pending', 0, :now,
-           GREATEST(CAST(:now AS timestamp), h.circuit_until), false
+           GREATEST(CAST(:now AS timestamp), h.circuit_until), false,
+           :sequence
     FROM candidate h
     WHERE h.status = 'active'
       AND h.created <= :event_created
@@ -71,6 +72,7 @@ def _parameters(event: Event) -> dict[str, Any]:
         "group_ids": list(event.group_ids or []),
         "resource_id": event.entity_id if kind == "resource" else None,
         "restricted": bool(event.restricted),
+        "sequence": event.package_id or event.entity_id,
         "event_created": event.created,
         "now": utcnow(),
     }

@@ -67,6 +67,11 @@ LATENCY_MARGIN = 0.05
 # (timeouts, connection errors, 5xx, 429), among at least MIN_SAMPLES
 HOST_FAILING_SHARE = 0.5
 MIN_SAMPLES = 4
+# an attempt stops counting against its host's bound once it has waited
+# this many times the host's median answer (within these bounds, in
+# seconds; SLOW_AFTER while the host has not answered yet)
+HOST_ASIDE_FACTOR = 4.0
+HOST_ASIDE_MIN = 0.2
 # the bound comes down at most once per this many seconds (or per median
 # answer time, if longer): one episode, one decrease
 DECREASE_EVERY = 0.5
@@ -81,6 +86,8 @@ class Schedulable(Protocol):
     promoted: bool
     aside: bool
     suspect: bool
+    # whether its attempt counts against its host's bound now
+    at_host: bool
 
 
 class HostWindow:
@@ -124,6 +131,14 @@ class HostWindow:
         self._baseline: Deque[float] = collections.deque(
             maxlen=BASELINE_SAMPLES)
         self._last_decrease = float("-inf")
+
+    def aside_after(self) -> float:
+        """Seconds after which an attempt no longer counts here: it looks
+        hung, beside the host's usual answers."""
+        if not self._answers:
+            return SLOW_AFTER
+        return max(HOST_ASIDE_MIN, min(
+            SLOW_AFTER, HOST_ASIDE_FACTOR * self._median()))
 
     @property
     def bound(self) -> int:
@@ -231,9 +246,16 @@ class Scheduler:
 
     def excluded_hooks(self) -> list[str]:
         """Hooks left out of the next claim: this worker holds as many of
-        their messages as it can send soon."""
-        excluded = {hook_id for hook_id, queue in self.hook_waiting.items()
-                    if len(queue) >= WAITING_PER_HOOK}
+        their messages as it can send soon (``per_hook`` not yet sent), or
+        their host's queue is full."""
+        unsent: collections.Counter = collections.Counter(
+            m.hook_id for m in self.ready)
+        for queues in (self.sequences, self.hook_waiting,
+                       self.host_waiting):
+            for queue in queues.values():
+                unsent.update(m.hook_id for m in queue)
+        excluded = {hook_id for hook_id, count in unsent.items()
+                    if count >= self.per_hook}
         full_hosts = {host for host, queue in self.host_waiting.items()
                       if len(queue) >= WAITING_PER_HOST}
         if full_hosts:
@@ -281,15 +303,25 @@ class Scheduler:
         return launch
 
     def aside(self, message: Any) -> None:
-        """Its attempt has waited ``SLOW_AFTER``: it no longer counts."""
+        """Its attempt has waited ``SLOW_AFTER``: it no longer counts
+        against the capacity (nor its host's bound)."""
         if message.aside:
             return
         message.aside = True
         self.set_aside += 1
-        if not message.suspect:
-            window = self.window(message.host)
-            window.counted -= 1
-            self._unblock_host(message.host, window)
+        self.host_aside(message)
+
+    def host_aside(self, message: Any) -> None:
+        """Its attempt looks hung beside its host's usual answers
+        (``HostWindow.aside_after``): it no longer takes a place the host's
+        other hooks need, and its hook is suspect from now on."""
+        self.suspects.add(message.hook_id)
+        if not message.at_host:
+            return
+        message.at_host = False
+        window = self.window(message.host)
+        window.counted -= 1
+        self._unblock_host(message.host, window)
 
     def ended(self, message: Any, answered: Optional[bool], seconds: float,
               now: float) -> None:
@@ -302,7 +334,8 @@ class Scheduler:
             self.set_aside -= 1
         window = self.window(message.host)
         window.total -= 1
-        if not message.aside and not message.suspect:
+        if message.at_host:
+            message.at_host = False
             window.counted -= 1
         self.hook_active[message.hook_id] -= 1
         if not self.hook_active[message.hook_id]:
@@ -314,7 +347,7 @@ class Scheduler:
                 window.failed(now)
         if answered is True:
             self.suspects.discard(message.hook_id)
-        elif answered is False or message.aside:
+        elif answered is False:
             self.suspects.add(message.hook_id)
         # next in its sequence, then its hook's and its host's turn,
         # before anything claimed later
@@ -400,7 +433,8 @@ class Scheduler:
         self.in_flight += 1
         self.hook_active[message.hook_id] += 1
         window.total += 1
-        if not message.suspect:
+        message.at_host = not message.suspect
+        if message.at_host:
             window.counted += 1
 
     def _wait(self, queues: dict, key: Any, message: Any,

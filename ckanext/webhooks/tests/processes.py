@@ -194,3 +194,36 @@ def private_ckan(test_ini: str, path: Path, postgres: "OwnPostgres",
         subprocess.run([CKAN, "-c", str(ini), *args], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return ini
+
+
+def senders(ports: set[int], pids: list[int]) -> dict[int, int]:
+    """Which of ``pids`` holds the loopback TCP connection whose local port
+    is each of ``ports`` (read from /proc: which process sent a request)."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if port in ports:
+                        inodes[fields[9]] = port
+        except FileNotFoundError:
+            pass
+    found: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/{}/fd".format(pid))
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/{}/fd/{}".format(pid, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = target[8:-1]
+                if inode in inodes:
+                    found[inodes[inode]] = pid
+    return found

@@ -22,6 +22,10 @@ class Received:
     body: bytes
     # its place among all requests, in the order they arrived
     number: int = field(default=0, compare=False)
+    # the sender's address and port (which connection it came on)
+    client: tuple = field(default=(), compare=False)
+    # when it arrived (time.monotonic())
+    at: float = field(default=0.0, compare=False)
 
     @property
     def json(self) -> dict:
@@ -68,7 +72,9 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 got = Received(self.path, {k.lower(): v for k, v in
                                            self.headers.items()},
-                               self.rfile.read(length))
+                               self.rfile.read(length),
+                               client=tuple(self.client_address),
+                               at=time.monotonic())
                 with receiver._lock:
                     got.number = len(receiver.arrived)
                     receiver.arrived.append(got)
@@ -93,7 +99,13 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # a burst of connections at once (many hooks on this one host)
+            # must not overflow the listen backlog: a dropped SYN is sent
+            # again only after a second
+            request_queue_size = 256
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        daemon=True)

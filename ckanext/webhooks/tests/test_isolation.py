@@ -7,6 +7,7 @@ every event and ping within a second, whatever the others do.
 """
 from __future__ import annotations
 
+import collections
 import socket
 import threading
 import time
@@ -269,3 +270,101 @@ def test_waves_of_answers_keep_coming_while_outcomes_are_recorded(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- hooks sharing one host (Slack, Zapier, one company's server) ------------
+
+def test_a_healthy_hook_beside_ten_hung_hooks_on_its_host_gets_each_delivery_within_a_second(  # noqa: E501
+        workers, receiver):
+    """Eleven hooks on one host and port, each with a path of its own; ten
+    of the paths never answer in time (3 s). The healthy path's deliveries
+    come within a second of each change: hung attempts stop taking the
+    host's places once they look hung beside its usual answers (before: a
+    fixed 10 per host, hung attempts included, so it waited 3 s)."""
+    for n in range(10):
+        path = "/hung/{}".format(n)
+        receiver.always(path, lambda got: Answer(204, delay=30))
+        helpers.call_action("webhook_create", topic="dataset/*",
+                            address=receiver.url(path))
+    healthy = helpers.call_action("webhook_create", topic="dataset/*",
+                                  address=receiver.url("/healthy"))
+    _worker(workers, **{"ckanext.webhooks.timeout": 3})
+    # the host has answered once before (the owner's ping)
+    helpers.call_action("webhook_ping", id=healthy)
+    assert receiver.wait_for(1, path="/healthy", timeout=10)
+    for n in range(1, 4):
+        dataset = factories.Dataset()
+        started = time.monotonic()  # the event has committed
+        got = receiver.wait_for(n + 1, path="/healthy", timeout=10)
+        assert got[-1].json["data"]["id"] == dataset["id"]
+        assert time.monotonic() - started < 1.0, n
+        time.sleep(1.5)  # the next change while these hang
+    assert len(receiver.wait_for(10, arrived=True)) >= 10
+
+
+@pytest.mark.ckan_config("ckanext.webhooks.max_client_errors", "1000")
+@pytest.mark.ckan_config("ckanext.webhooks.recover_interval", "1")
+def test_one_hooks_backlog_is_sent_by_two_workers_together(
+        workers, receiver, run_jobs):
+    """200 messages of one hook come due together (webhook_recover after
+    its receiver was down): two workers share them, instead of one
+    claiming the whole backlog and sending it ten at a time."""
+    hook_id = helpers.call_action("webhook_create", topic="dataset/*",
+                                  address=receiver.url("/backlog"))
+    receiver.always("/backlog", lambda got: Answer(400))
+    for _ in range(200):
+        helpers.call_action("webhook_ping", id=hook_id)
+    run_jobs()  # all failed: the receiver was down
+    assert len(receiver.wait_for(200, path="/backlog")) == 200
+    first, second = _worker(workers), _worker(workers)
+    by_worker: collections.Counter = collections.Counter()
+
+    def answer(got):  # while its connection is open: whose is it?
+        by_worker[processes.senders({got.client[1]}, [
+            first.pid, second.pid]).get(got.client[1])] += 1
+        time.sleep(0.2)
+        return Answer(204)
+    receiver.always("/backlog", answer)
+    since = "2000-01-01T00:00:00"
+    assert helpers.call_action("webhook_recover", id=hook_id,
+                               since=since) == 200
+    got = receiver.wait_for(400, path="/backlog", timeout=60)
+    assert len(got) == 400
+    assert len({r.headers["webhook-id"] for r in got[200:]}) == 200
+    assert by_worker[first.pid] >= 20 and by_worker[second.pid] >= 20, \
+        by_worker
+
+
+def test_two_workers_keep_one_hooks_messages_about_a_dataset_in_order(
+        workers, receiver):
+    """Creates and updates of ten datasets for one slow hook, delivered by
+    two workers at once: each dataset's messages arrive in the order of its
+    changes, and both workers send."""
+    helpers.call_action("webhook_create", topic="dataset/*",
+                        address=receiver.url("/ordered"))
+    first, second = _worker(workers), _worker(workers)
+    senders = set()
+
+    def answer(got):
+        senders.add(processes.senders({got.client[1]}, [
+            first.pid, second.pid]).get(got.client[1]))
+        time.sleep(0.3)
+        return Answer(204)
+    receiver.always("/ordered", answer)
+    datasets = [factories.Dataset() for _ in range(10)]
+    for round_ in range(2):
+        for dataset in datasets:
+            helpers.call_action("package_patch", id=dataset["id"],
+                                notes="round {}".format(round_))
+    got = receiver.wait_for(30, path="/ordered", timeout=60)
+    assert len(got) == 30
+    for dataset in datasets:
+        # ``data`` is the dataset as it is when delivered; ``changes`` says
+        # which change each update was
+        seen = [(r.json["type"], r.json.get("changes", {}).get(
+                    "notes", {}).get("from"))
+                for r in got if r.json["data"]["id"] == dataset["id"]]
+        assert seen == [("dataset/create", None),
+                        ("dataset/update", dataset["notes"]),
+                        ("dataset/update", "round 0")], seen
+    assert senders == {first.pid, second.pid}
