@@ -692,7 +692,7 @@ def test_rotate_button_says_why_a_third_rotation_is_refused(app):
         helpers.call_action("webhook_rotate_secret", id=hook_id)
     kept = helpers.call_action("webhook_show", id=hook_id)["secret"]
     browser = Browser(app)
-    page = browser.submit(browser.get("/webhooks/" + hook_id),
+    page = browser.submit(browser.get("/webhooks/{}/rotate".format(hook_id)),
                           "/webhooks/{}/rotate".format(hook_id))
     assert page.request.path == "/webhooks/" + hook_id
     assert any("rotated twice in the last 24 hours" in f
