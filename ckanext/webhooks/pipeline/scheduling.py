@@ -57,7 +57,9 @@ HOST_START = 10
 HOST_MIN = 2
 # outcomes a host's bound looks back on
 HOST_SAMPLES = 20
-# answers looked back on for the host's quickest time (its baseline)
+# answers after which the host's quickest time (its baseline) is taken
+# again from its latest answers, so a host that became slow for good is
+# judged by its new pace
 BASELINE_SAMPLES = 500
 # a host is slow when the median of its recent answers takes more than this
 # many times its baseline, and more than LATENCY_MARGIN seconds above it
@@ -115,7 +117,8 @@ class HostWindow:
     """
 
     __slots__ = ("limit", "ssthresh", "peak", "ceiling", "counted", "total",
-                 "_recent", "_answers", "_baseline", "_last_decrease")
+                 "_recent", "_answers", "_quickest", "_since_quickest",
+                 "_last_decrease")
 
     def __init__(self, ceiling: int, start: int = HOST_START) -> None:
         self.ceiling = max(1, int(ceiling))
@@ -128,8 +131,10 @@ class HostWindow:
         # recent outcomes (True: failed) and answer times, newest last
         self._recent: Deque[bool] = collections.deque(maxlen=HOST_SAMPLES)
         self._answers: Deque[float] = collections.deque(maxlen=HOST_SAMPLES)
-        self._baseline: Deque[float] = collections.deque(
-            maxlen=BASELINE_SAMPLES)
+        # (a float and a count, not the answers: a worker may know the
+        # bounds of thousands of hosts)
+        self._quickest = float("inf")
+        self._since_quickest = 0
         self._last_decrease = float("-inf")
 
     def aside_after(self) -> float:
@@ -155,10 +160,14 @@ class HostWindow:
         """The host answered (2xx, 3xx, a 4xx other than 408 and 429)."""
         self._recent.append(False)
         self._answers.append(seconds)
-        self._baseline.append(seconds)
+        self._since_quickest += 1
+        if self._since_quickest >= BASELINE_SAMPLES:
+            self._quickest, self._since_quickest = min(self._answers), 0
+        else:
+            self._quickest = min(self._quickest, seconds)
         if self._slow():
             self._decrease(max(0.5, min(
-                0.9, LATENCY_TOLERANCE * self._quickest()
+                0.9, LATENCY_TOLERANCE * self._quickest
                 / self._median())), now)
         else:
             step = 1.0 if self.limit < self.ssthresh else 1 / self.limit
@@ -172,16 +181,13 @@ class HostWindow:
                 >= HOST_FAILING_SHARE * len(self._recent):
             self._decrease(0.5, now)
 
-    def _quickest(self) -> float:
-        return min(self._baseline)
-
     def _median(self) -> float:
         return statistics.median(self._answers)
 
     def _slow(self) -> bool:
         if len(self._answers) < MIN_SAMPLES:
             return False
-        quickest, median = self._quickest(), self._median()
+        quickest, median = self._quickest, self._median()
         return median > LATENCY_TOLERANCE * quickest \
             and median > quickest + LATENCY_MARGIN
 
