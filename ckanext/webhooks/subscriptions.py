@@ -443,8 +443,7 @@ def _altered(kind: str, change: dict[str, Any],
 # SQLAlchemy statement to compile); the table's trigger (migration
 # 3e8f5b1c6a72) adds a dataset's groups and notifies the ``webhooks_event``
 # channel, which PostgreSQL delivers when, and only if, the transaction
-# commits. The workers' dispatcher listens.
-CHANNEL = "webhooks_event"
+# commits. Every worker listens (``pipeline.listening.EVENTS``).
 _INSERT_EVENT = """
     INSERT INTO webhooks_event (id, topic, entity_id, package_id,
                                 organization_id, group_ids, restricted,

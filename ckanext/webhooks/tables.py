@@ -26,7 +26,6 @@ RECHECK_SECONDS = 10.0
 
 _ready: Optional[bool] = None
 _checked_at = 0.0
-_warned = False
 
 
 def state(connection: sa.engine.Connection) -> str:

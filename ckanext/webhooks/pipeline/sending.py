@@ -375,15 +375,3 @@ class Transport:
                                response.request_info.headers),
                            status_line=_status_line(response),
                            raw_headers=response.raw_headers)
-
-
-def post_once(address: str, message_id: str, body: str, secrets: list[str],
-              timeout: float, max_response_bytes: int) -> Outcome:
-    """One attempt from synchronous code (tests, the command line)."""
-    async def run() -> Outcome:
-        transport = Transport(timeout, max_response_bytes)
-        try:
-            return await transport.post(address, message_id, body, secrets)
-        finally:
-            await transport.close()
-    return asyncio.run(run())
