@@ -193,15 +193,12 @@ def _vet(hostname: str, port: int) -> list[str] | str:
     return ips
 
 
-def pin(address: str, resolved: dict | None = None) -> Pinned:
+def pin(address: str) -> Pinned:
     """Resolve ``address`` once and vet the IP it will connect to.
 
     The attempt then connects to exactly that IP, so a name that resolves to
     a public IP at the check and a private one a moment later (DNS
     rebinding) cannot slip through. Raises AddressRefused.
-
-    ``resolved`` (a dict the caller keeps for a moment, e.g. one claim of
-    messages) saves resolving the same host again for the next address.
     """
     # runs in sender threads without a Flask app: messages stay untranslated
     try:
@@ -218,13 +215,7 @@ def pin(address: str, resolved: dict | None = None) -> Pinned:
             hostname.rstrip(".").lower() == "localhost"
             or hostname.rstrip(".").lower().endswith(".localhost")):
         raise AddressRefused(_PRIVATE_EN)
-    key = (hostname, port)
-    if resolved is not None and key in resolved:
-        verdict = resolved[key]
-    else:
-        verdict = _vet(hostname, port)
-        if resolved is not None:
-            resolved[key] = verdict
+    verdict = _vet(hostname, port)
     if isinstance(verdict, str):
         raise AddressRefused(verdict)
     ips = verdict
