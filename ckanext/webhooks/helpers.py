@@ -17,8 +17,8 @@ import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import __version__
 from ckanext.webhooks.logic import schema
-from ckanext.webhooks.logic.action import DISABLED_BY_OWNER
 from ckanext.webhooks.logic.dictization import DISABLED_BY_SYSADMIN
+from ckanext.webhooks.model import REASON_DISABLED_BY_OWNER
 
 # one format for every time on the pages, in ckan.display_timezone
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
@@ -166,7 +166,8 @@ def webhooks_disabled_by_owner(hook: dict[str, Any]) -> bool:
     """Whether the hook was paused on purpose, by its owner or a sysadmin
     (not for failing)."""
     return hook.get("status") == "disabled" and \
-        hook.get("status_reason") in (DISABLED_BY_OWNER, DISABLED_BY_SYSADMIN)
+        hook.get("status_reason") in (REASON_DISABLED_BY_OWNER,
+                                        DISABLED_BY_SYSADMIN)
 
 
 def webhooks_delivery_label(status: Optional[str]) -> str:

@@ -17,6 +17,7 @@ from ckanext.webhooks.model import (
     Attempt, Message, Hook, Secret, new_secret, utcnow,
     MESSAGE_PENDING, MESSAGE_SUCCEEDED, MESSAGE_FAILED,
     STATUS_ACTIVE, STATUS_DISABLED, STATUS_PENDING, TYPE_PING, TYPE_VERIFY,
+    REASON_DISABLED_BY_OWNER,
 )
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ MAX_SIGNING_SECRETS = 3
 # (webhook_ping) at most once in this interval
 MAX_CHALLENGES = 3
 CHALLENGE_INTERVAL = datetime.timedelta(minutes=10)
-# status_reason of a hook its owner disabled (stored, so not translated)
-DISABLED_BY_OWNER = "disabled by its owner"
 
 
 def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
@@ -547,13 +546,13 @@ def _address_unverified(hook: Hook) -> None:
     hook.challenges_sent = 0
     hook.last_challenge = None
     if hook.status == STATUS_ACTIVE or hook.status == STATUS_DISABLED \
-            and hook.status_reason != DISABLED_BY_OWNER:
+            and hook.status_reason != REASON_DISABLED_BY_OWNER:
         hook.status, hook.status_reason = STATUS_PENDING, None
 
 
 def _disable_by_owner(hook: Hook) -> None:
     _call_off(hook, "the webhook was disabled")
-    hook.status, hook.status_reason = STATUS_DISABLED, DISABLED_BY_OWNER
+    hook.status, hook.status_reason = STATUS_DISABLED, REASON_DISABLED_BY_OWNER
 
 
 def _enable(hook: Hook) -> None:
@@ -655,7 +654,7 @@ def webhook_ping(context: Context, data_dict: DataDict) -> str:
     if hook.status == STATUS_PENDING:
         return _challenge_again(context, _locked(hook))
     if hook.status == STATUS_DISABLED and \
-            hook.status_reason == DISABLED_BY_OWNER:
+            hook.status_reason == REASON_DISABLED_BY_OWNER:
         raise _not_while_disabled()
     topic = data["topic"]
     if topic is None:

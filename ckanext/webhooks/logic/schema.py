@@ -16,6 +16,7 @@ from marshmallow import (
 import ckan.plugins.toolkit as tk
 
 from ckanext.webhooks import addresses
+from ckanext.webhooks.model import FILTER_NAMES
 
 TOPICS = (
     "dataset/create", "dataset/update", "dataset/delete", "dataset/*",
@@ -25,7 +26,7 @@ TOPICS = (
     "group/create", "group/update", "group/delete", "group/*",
 )
 
-FILTERS = ("dataset", "organization", "group", "resource")
+FILTERS = FILTER_NAMES
 # what a delivery can be: the topics, and the messages of the hook itself
 HOOK_MESSAGE_TYPES = ("webhook/verify", "webhook/ping")
 MESSAGE_TYPES = TOPICS + HOOK_MESSAGE_TYPES
