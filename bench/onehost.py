@@ -116,27 +116,42 @@ def ab_latency(url: str, body: str, requests: int = 20) -> float:
     raise RuntimeError("ab: " + out.stdout + out.stderr)
 
 
-def _one_event(bench: OneHost, seen: set) -> tuple[float, float, list]:
+def _one_event(bench: OneHost, seen: set) -> dict:
     """One update to the 1,000 hooks: its rate, the seconds to the healthy
-    950 (the paths that hang in the hung runs), and its messages."""
+    950 (the paths that hang in the hung runs), its messages, and how the
+    requests in flight at the receiver grew (every 100 ms)."""
     slow = bench.receiver
     slow.mark()
     first, _ = bench.update(1)
     arrivals = slow.wait_for(MATCHING, _timeout(MATCHING))
     _check(arrivals, MATCHING)
+    samples = slow.in_flight()
     _settle(bench, len(seen) + MATCHING)
     messages = [m for m in bench.delivered() if m[0] not in seen]
     seen.update(m[0] for m in messages)
     healthy = _message_ids(bench, bench.healthy_ids) & {
         m[0] for m in messages}
     last = max(a[0] for a in arrivals)
-    return (MATCHING / (last - first),
-            max(a[0] for a in arrivals if a[1] in healthy) - first, messages)
+    return {"rate": MATCHING / (last - first),
+            "healthy_seconds": max(a[0] for a in arrivals
+                                   if a[1] in healthy) - first,
+            "first_answer_ms": (min(a[0] for a in arrivals) - first) * 1000,
+            "seconds": last - first,
+            # from the update returning to the last arrival
+            "in_flight": [n for t, n, _ in samples if first <= t <= last],
+            "messages": messages}
+
+
+def _ramp(run: dict) -> dict:
+    return {"first_answer_ms": round(run["first_answer_ms"]),
+            "seconds": round(run["seconds"], 3),
+            "in_flight": " ".join(map(str, run["in_flight"]))}
 
 
 def throughput(bench: OneHost, reps: int) -> dict:
     """Cold and warm runs, each against the client; ab once a rep."""
     cold, warm, client, healthy, ab = [], [], [], [], []
+    ramps: dict[str, list] = {"cold": [], "warm": []}
     body = None
     for rep in range(reps):
         bench.hooks(bench.plain)
@@ -145,16 +160,18 @@ def throughput(bench: OneHost, reps: int) -> dict:
         try:
             time.sleep(1)
             seen: set = set()
-            rate, secs, messages = _one_event(bench, seen)
-            cold.append(rate)
-            healthy.append(secs)
-            body = messages[0][1]
-            client.append(client_rate(bench, messages))
+            run = _one_event(bench, seen)
+            cold.append(run["rate"])
+            healthy.append(run["healthy_seconds"])
+            ramps["cold"].append(_ramp(run))
+            body = run["messages"][0][1]
+            client.append(client_rate(bench, run["messages"]))
             benchlib.log("one host rep {}: the same worker, warm".format(
                 rep + 1))
-            rate, _, messages = _one_event(bench, seen)
-            warm.append(rate)
-            client.append(client_rate(bench, messages))
+            run = _one_event(bench, seen)
+            warm.append(run["rate"])
+            ramps["warm"].append(_ramp(run))
+            client.append(client_rate(bench, run["messages"]))
         finally:
             worker.stop()
         ab.append(ab_rate(bench.receiver.url + "/hook/0", body, 4000))
@@ -162,6 +179,11 @@ def throughput(bench: OneHost, reps: int) -> dict:
                      "/s, ab {:.0f}/s; 950 in {:.3f} s".format(
                          cold[-1], warm[-1], client[-2], client[-1],
                          ab[-1]["rate"], healthy[-1]))
+        for kind in ("cold", "warm"):
+            benchlib.log("  {}: first answer after {:.0f} ms, in flight "
+                         "every 100 ms: {}".format(
+                             kind, ramps[kind][-1]["first_answer_ms"],
+                             ramps[kind][-1]["in_flight"]))
     m = benchlib.median
     result = {"repetitions": reps, "deliveries": MATCHING,
               "delay_ms": SLOW_MS, "cold": m(cold), "warm": m(warm),
@@ -173,7 +195,8 @@ def throughput(bench: OneHost, reps: int) -> dict:
                                           body),
               "all": {"cold": cold, "warm": warm, "client": client,
                       "ab": [a["rate"] for a in ab],
-                      "healthy_seconds": healthy}}
+                      "healthy_seconds": healthy},
+              "ramps": ramps}
     result["cold_vs_client"] = result["cold"] / result["client"]
     result["warm_vs_client"] = result["warm"] / result["client"]
     return result
