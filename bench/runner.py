@@ -239,7 +239,7 @@ def _onehost_rows(o: dict) -> list[tuple]:
         ("8f one host slows to 2 s",
          "requests in flight at the receiver (median of {} runs): level "
          "before / least during / end of slow / after; seconds to 0.9 of "
-         "before (ab: 200 whatever the delay)".format(len(runs)),
+         "before (ab -c 200 keeps 200)".format(len(runs)),
          "{} / {} / {} / {}; {} s".format(
              fmt(before), fmt(least), fmt(end_slow), fmt(after),
              "-" if recover is None else "{:.1f}".format(recover)),
