@@ -160,8 +160,10 @@ def connect():
 def reset_webhooks(conn) -> None:
     """Forget every hook, event and delivery, and every queued job."""
     with conn.cursor() as cur:
+        # CASCADE: and whatever else refers to the hooks (their retired
+        # signing secrets, webhooks_secret)
         cur.execute("TRUNCATE webhooks_attempt, webhooks_delivery, "
-                    "webhooks_event, webhooks_hook")
+                    "webhooks_event, webhooks_hook CASCADE")
     flush_redis()
 
 
@@ -373,9 +375,18 @@ def receiver_host(i: int) -> str:
     return "127.0.{}.{}".format(1 + i // 250, 1 + i % 250)
 
 
+def one_host_address(port: int, i: int, hung: bool = False) -> str:
+    """The ``i``-th hook's address when all hooks share one host and port
+    (127.0.0.1:``port``), each with a path of its own; ``hung``: a path
+    that bench/receiver.py reads and never answers."""
+    return "http://127.0.0.1:{}/{}/{}".format(
+        port, "hang" if hung else "hook", i)
+
+
 class SlowReceiver:
     """bench/receiver.py: answers after ``delay_ms`` on one port, never on
-    another (hung); every 127.x.y.z reaches both. Same interface as Nginx."""
+    another (hung) nor on paths under /hang/; every 127.x.y.z reaches both.
+    Same interface as Nginx, and the answer delay can change at run time."""
 
     def __init__(self, delay_ms: int):
         self.delay_ms = delay_ms
@@ -409,7 +420,17 @@ class SlowReceiver:
             return response.read().decode()
 
     def mark(self) -> None:
+        """Arrivals and in-flight samples from now on."""
         self._get("/_mark")
+
+    def delay(self, ms: int) -> None:
+        """POSTs arriving from now on are answered after ``ms``."""
+        self._get("/_delay?ms={:d}".format(ms))
+
+    def in_flight(self) -> list[tuple[float, int, int]]:
+        """Samples since the mark, every 100 ms: (unix time, POSTs in
+        flight, of them on hung paths)."""
+        return [tuple(s) for s in json.loads(self._get("/_inflight"))]
 
     def arrivals(self) -> list[tuple[float, str, str]]:
         return [(t, i, "204") for t, i in json.loads(self._get("/_arrivals"))]
@@ -449,41 +470,34 @@ class Worker:
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             start_new_session=True)
         try:
-            self._wait_registered(60)
+            self._wait_listening(60)
             self._wait_helpers(60)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_registered(self, timeout: float) -> None:
-        """Ready once RQ lists a worker with this pid in Redis."""
-        import redis
-        r = redis.Redis.from_url(REDIS_URL)
+    def _wait_listening(self, timeout: float) -> None:
+        """Ready once its engine listens for events (its log says so:
+        bench.ini logs ``ckanext.webhooks.pipeline.listening`` at INFO)."""
+        self._wait_logged("listening for events", timeout)
+
+    def _wait_logged(self, line: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            with open(self.log_path) as f:
+                if line in f.read():
+                    return
             if self.proc.poll() is not None:
                 raise SystemExit("worker died: see " + self.log_path)
-            for key in r.smembers("rq:workers"):
-                pid = r.hget(key, "pid")
-                if pid and (pid == str(self.proc.pid).encode() or (
-                        self.prefix and _child_of(int(pid), self.proc.pid))):
-                    return
             time.sleep(0.1)
-        raise SystemExit("worker not ready in {}s: see {}".format(
-            timeout, self.log_path))
+        raise SystemExit("worker did not log {!r} in {}s: see {}".format(
+            line, timeout, self.log_path))
 
     def _wait_helpers(self, timeout: float) -> None:
         """Until its payload helpers have loaded CKAN (their start is not
         what is measured)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(self.log_path) as f:
-                if "payload helpers ready" in f.read():
-                    return
-            time.sleep(0.1)
-        raise SystemExit("payload helpers not ready in {}s: see {}".format(
-            timeout, self.log_path))
+        self._wait_logged("payload helpers ready", timeout)
 
     def rss_kib(self) -> int:
         with open("/proc/{}/status".format(self.proc.pid)) as f:
@@ -532,7 +546,7 @@ class Worker:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            # rq: SIGINT/SIGTERM = warm shutdown; a second one = cold
+            # one SIGTERM: a gentle stop (attempts in flight end first)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
@@ -543,29 +557,18 @@ class Worker:
         self.proc = None
 
 
-def _child_of(pid: int, parent: int) -> bool:
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1]) == parent
-    except OSError:
-        return False
-
-
 def live_workers() -> list[int]:
-    """Pids of webhooks workers already registered on the bench Redis db:
-    left over from an interrupted run, they would take the benchmark's jobs."""
-    import redis
-    r = redis.Redis.from_url(REDIS_URL)
+    """Pids of webhooks workers running on the benchmark's config: left
+    over from an interrupted run, they would take the benchmark's
+    messages."""
     pids = []
-    for key in r.smembers("rq:workers"):
-        pid = r.hget(key, "pid")
-        if pid and _is_bench_worker(int(pid)):
-            pids.append(int(pid))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _is_bench_worker(int(entry)):
+            pids.append(int(entry))
     return pids
 
 
 def _is_bench_worker(pid: int) -> bool:
-    # a registration can outlive its process, and pids are reused
     try:
         with open("/proc/{}/cmdline".format(pid), "rb") as f:
             cmdline = f.read().split(b"\0")

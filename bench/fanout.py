@@ -565,7 +565,7 @@ def many_events(app: Any, size: dict) -> dict:
     return results
 
 
-PARTS = ("nginx", "slow", "latency", "memory", "many")
+PARTS = ("nginx", "slow", "latency", "memory", "many", "onehost")
 
 
 def run(app: Any, size: dict, parts=PARTS) -> dict:
@@ -586,4 +586,8 @@ def run(app: Any, size: dict, parts=PARTS) -> dict:
     if "many" in parts:
         benchlib.log("many events (issue 20)")
         results["many"] = many_events(app, size)
+    if "onehost" in parts:
+        import onehost
+        benchlib.log("one host and port, a path per hook (issue 26)")
+        results["onehost"] = onehost.run(app, size)
     return results

@@ -56,7 +56,7 @@ def _time_size(conn, total: int, iterations: int) -> dict:
     with conn.cursor() as cur:
         cur.execute("TRUNCATE webhooks_attempt, webhooks_delivery, "
                     "webhooks_event, "
-                    "webhooks_hook")
+                    "webhooks_hook CASCADE")
     benchlib.insert_hooks(
         conn, _matching_hooks(dataset_id, org_id, group_id, address)
         + benchlib.filler_hooks(total - MATCHING, address))

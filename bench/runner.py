@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+from typing import Optional
 
 import benchlib
 
@@ -20,18 +21,25 @@ SIZES = {
               "matching_iterations": 10, "fanout_events": 2,
               "fanout_reps": 1, "slow_reps": 1, "hung_reps": 1,
               "latency_reps": 2, "memory_small": 1000,
-              "memory_large": 2000, "many_events": 20},
+              "memory_large": 2000, "many_events": 20,
+              # one host (issue 26): cold and warm reps, hung reps, and
+              # the slowdown: seconds fast, slow, fast again; events
+              "onehost_reps": 1, "onehost_hung_reps": 1,
+              "onehost_slowdown_reps": 1, "onehost_slowdown": (3, 5, 5, 15)},
     "full": {"overhead_rounds": 30, "overhead_per_round": 20,
              "matching_iterations": 200, "fanout_events": 10,
              "fanout_reps": 3, "slow_reps": 5, "hung_reps": 3,
              "latency_reps": 20, "memory_small": 10000,
-             "memory_large": 100000, "many_events": 300},
+             "memory_large": 100000, "many_events": 300,
+             "onehost_reps": 5, "onehost_hung_reps": 3,
+             "onehost_slowdown_reps": 2, "onehost_slowdown": (6, 16, 16, 40)},
 }
 
 TARGETS = {
     "overhead": 1.05, "matching": 2.0, "nginx_one_vs_client": 0.7,
     "two_vs_one": 1.6, "memory": 1.2, "slow_one_vs_client": 0.8,
     "hung": 1.2, "many_owners": 0.5, "many_anonymous": 0.7, "live_ms": 1000,
+    "onehost_vs_client": 0.8, "onehost_hung": 1.2, "onehost_other_ms": 1000,
 }
 
 
@@ -156,6 +164,8 @@ def table(results: dict, size: str) -> str:
                 for x in (n["owners"]["many_events"],
                           n["anonymous"]["many_events"], live)),
             "", "report", "reported"))
+    if "onehost" in f:
+        rows += _onehost_rows(f["onehost"])
     headers = ("benchmark", "what", "measured", "ratio", "target", "")
     widths = [max(len(str(r[i])) for r in rows + [headers])
               for i in range(len(headers))]
@@ -168,6 +178,75 @@ def table(results: dict, size: str) -> str:
             for r in rows]
     out.append(line)
     return "\n".join(out)
+
+
+def _onehost_rows(o: dict) -> list[tuple]:
+    """Issue 26: every hook on one host and port, a path each."""
+    t, h, sd = o["throughput"], o["hung"], o["slowdown"]
+    m = benchlib.median
+    runs = sd["runs"]
+
+    def med(key: str) -> Optional[float]:
+        values = [r[key] for r in runs if r[key] is not None]
+        return m(values) if values else None
+
+    before, after = med("level_before"), med("level_after")
+    end_slow, least = med("level_end_slow"), med("min_during")
+    recover = med("recover_seconds")
+    # the bound came down (at most half the level before by the end of
+    # the slow phase) and recovered (at least 0.9 of it after)
+    down = bool(before and end_slow is not None and end_slow <= before / 2)
+    back = bool(before and after is not None and after >= 0.9 * before)
+    fmt = lambda x: "-" if x is None else "{:.0f}".format(x)  # noqa: E731
+    return [
+        ("8a one host, cold",
+         "deliveries/s, a fresh worker / asyncio client, 200 in flight (1 "
+         "event, 1,000 hooks on one host and port, a path each, {} ms)"
+         .format(t["delay_ms"]),
+         "{:.0f} / {:.0f} /s".format(t["cold"], t["client"]),
+         "{:.2f}".format(t["cold_vs_client"]), ">= 0.8",
+         _verdict(t["cold_vs_client"] >= TARGETS["onehost_vs_client"])),
+        ("8b one host, warm",
+         "deliveries/s, the same worker's next event to the host / asyncio "
+         "client",
+         "{:.0f} / {:.0f} /s".format(t["warm"], t["client"]),
+         "{:.2f}".format(t["warm_vs_client"]), ">= 0.8",
+         _verdict(t["warm_vs_client"] >= TARGETS["onehost_vs_client"])),
+        ("8c one host, the limit",
+         "ApacheBench at one path of the host, same body size ({} B), 200 "
+         "in flight, keep-alive; ratio: cold / warm / client to it".format(
+             t["ab_body_bytes"]),
+         "{:.0f} /s".format(t["ab"]),
+         "{:.2f} / {:.2f} / {:.2f}".format(
+             t["cold"] / t["ab"], t["warm"] / t["ab"], t["client"] / t["ab"]),
+         "report", "reported"),
+        ("8d one host, 5% hung",
+         "seconds to the 950 healthy deliveries, {} hung paths / none (cold;"
+         " ab: 950 posts at its rate)".format(h["hung"]),
+         "{:.3f} / {:.3f} s (ab {:.3f} s)".format(
+             h["healthy_seconds"], t["healthy_seconds"],
+             (t["deliveries"] - h["hung"]) / t["ab"]),
+         "{:.2f}".format(h["hung_vs_healthy"]), "<= 1.2",
+         _verdict(h["hung_vs_healthy"] <= TARGETS["onehost_hung"])),
+        ("8e one host, other hook",
+         "another dataset's hook on the host, updated {:.0f} s after the "
+         "first change: its delivery after its change (ratio: to ab -c 1, "
+         "{:.0f} ms a post)".format(h["other_after_s"], t["ab_latency_ms"]),
+         "{:.0f} ms".format(h["other_delay_ms"]),
+         "{:.1f}".format(h["other_delay_ms"] / t["ab_latency_ms"]),
+         "<= 1000 ms",
+         _verdict(h["other_delay_ms"] <= TARGETS["onehost_other_ms"])),
+        ("8f one host slows to 2 s",
+         "requests in flight at the receiver (median of {} runs): level "
+         "before / least during / end of slow / after; seconds to 0.9 of "
+         "before (ab -c 200 keeps 200)".format(len(runs)),
+         "{} / {} / {} / {}; {} s".format(
+             fmt(before), fmt(least), fmt(end_slow), fmt(after),
+             "-" if recover is None else "{:.1f}".format(recover)),
+         "", "down, back",
+         "{}, {}".format("down" if down else "NOT DOWN",
+                         "back" if back else "NOT BACK")),
+    ]
 
 
 def header(size: str, machine: dict, code: str) -> str:
@@ -189,8 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=sorted(SIZES), default="smoke")
     parser.add_argument("--only", help="comma separated: overhead, "
-                        "matching, nginx, slow, latency, memory, many "
-                        "(fanout = the last five); the table of those")
+                        "matching, nginx, slow, latency, memory, many, "
+                        "onehost (fanout = the last six); the table of "
+                        "those")
     args = parser.parse_args()
     size = SIZES[args.size]
     # SIGTERM (CI's timeout, kill) unwinds like Ctrl-C: workers and nginx
