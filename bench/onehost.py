@@ -10,10 +10,12 @@ after 100 ms, and samples the number of requests in flight every 100 ms.
 
 - **Throughput**, cold and warm: one event, 1,000 deliveries, against the
   asyncio client (bench/client.py, 200 in flight to the one host; its
-  connector has no per-host limit). *Cold*: a fresh worker, the host's
-  bound starting where it starts. *Warm*: the same worker's second event
-  to the host (after one event not measured), as a worker sending to one
-  host all day is.
+  connector has no per-host limit). *Cold*: a running worker (it has
+  delivered one event to another host, 127.0.0.2) and a host it has not
+  sent to, the host's bound starting where it starts. *Warm*: the same
+  worker's next event to the host, as a worker sending to one host all
+  day is. *Fresh* (reported): a worker process's first event at all, its
+  caches and connections cold too.
 - **Hung paths**: every 20th of the 1,000 paths hung; the seconds to the
   950 healthy deliveries against the same 950 in the cold runs; and one
   more hook on the host, for another dataset updated 2 s after the first
@@ -150,16 +152,35 @@ def _ramp(run: dict) -> dict:
 
 def throughput(bench: OneHost, reps: int) -> dict:
     """Cold and warm runs, each against the client; ab once a rep."""
-    cold, warm, client, healthy, ab = [], [], [], [], []
-    ramps: dict[str, list] = {"cold": [], "warm": []}
+    cold, warm, fresh, client, healthy, ab = [], [], [], [], [], []
+    ramps: dict[str, list] = {"fresh": [], "cold": [], "warm": []}
     body = None
     for rep in range(reps):
+        # a fresh worker process: its first event at all (reported)
         bench.hooks(bench.plain)
-        benchlib.log("one host rep {}: a fresh worker, cold".format(rep + 1))
+        benchlib.log("one host rep {}: a fresh worker".format(rep + 1))
+        (worker,) = bench.workers(1, "onehost-fresh{}".format(rep))
+        try:
+            time.sleep(1)
+            run = _one_event(bench, set())
+            fresh.append(run["rate"])
+            ramps["fresh"].append(_ramp(run))
+        finally:
+            worker.stop()
+        # a running worker (it has delivered to another host) and a host
+        # it has not sent to: the host's bound starts where it starts
+        bench.hooks(bench.plain_and_warmup)
+        benchlib.log("one host rep {}: a running worker, a cold host".format(
+            rep + 1))
         (worker,) = bench.workers(1, "onehost{}".format(rep))
         try:
             time.sleep(1)
             seen: set = set()
+            bench.receiver.mark()
+            bench.update_other()
+            _check(bench.receiver.wait_for(1, 30), 1)
+            _settle(bench, 1)
+            seen.update(m[0] for m in bench.delivered())
             run = _one_event(bench, seen)
             cold.append(run["rate"])
             healthy.append(run["healthy_seconds"])
@@ -175,11 +196,11 @@ def throughput(bench: OneHost, reps: int) -> dict:
         finally:
             worker.stop()
         ab.append(ab_rate(bench.receiver.url + "/hook/0", body, 4000))
-        benchlib.log("  cold {:.0f}/s, warm {:.0f}/s, client {:.0f}, {:.0f}"
-                     "/s, ab {:.0f}/s; 950 in {:.3f} s".format(
-                         cold[-1], warm[-1], client[-2], client[-1],
-                         ab[-1]["rate"], healthy[-1]))
-        for kind in ("cold", "warm"):
+        benchlib.log("  fresh {:.0f}/s, cold {:.0f}/s, warm {:.0f}/s, "
+                     "client {:.0f}, {:.0f}/s, ab {:.0f}/s; 950 in {:.3f} s"
+                     .format(fresh[-1], cold[-1], warm[-1], client[-2],
+                             client[-1], ab[-1]["rate"], healthy[-1]))
+        for kind in ("fresh", "cold", "warm"):
             benchlib.log("  {}: first answer after {:.0f} ms, in flight "
                          "every 100 ms: {}".format(
                              kind, ramps[kind][-1]["first_answer_ms"],
@@ -187,18 +208,21 @@ def throughput(bench: OneHost, reps: int) -> dict:
     m = benchlib.median
     result = {"repetitions": reps, "deliveries": MATCHING,
               "delay_ms": SLOW_MS, "cold": m(cold), "warm": m(warm),
+              "fresh": m(fresh),
               "client": m(client), "ab": m([a["rate"] for a in ab]),
               "ab_body_bytes": ab[0]["body_bytes"],
               "ab_failed": sum(a["failed"] for a in ab),
               "healthy_seconds": m(healthy),
               "ab_latency_ms": ab_latency(bench.receiver.url + "/hook/0",
                                           body),
-              "all": {"cold": cold, "warm": warm, "client": client,
+              "all": {"fresh": fresh, "cold": cold, "warm": warm,
+                      "client": client,
                       "ab": [a["rate"] for a in ab],
                       "healthy_seconds": healthy},
               "ramps": ramps}
     result["cold_vs_client"] = result["cold"] / result["client"]
     result["warm_vs_client"] = result["warm"] / result["client"]
+    result["fresh_vs_client"] = result["fresh"] / result["client"]
     return result
 
 
@@ -360,6 +384,11 @@ def run(app: Any, size: dict) -> dict:
         hung = _same_ids(_hooks(bench, HUNG_EVERY)[0], plain)
         bench.other_hook = other
         bench.plain = plain + [other]
+        # the other dataset's hook on another host (127.0.0.2): a running
+        # worker's delivery before a cold host's
+        bench.plain_and_warmup = plain + [benchlib.hook_row(
+            "dataset/update", "http://127.0.0.2:{}/warmup".format(
+                slow.port), dataset=bench.other["id"])]
         bench.hung = hung + [other]
         bench.healthy_ids = [h["id"] for i, h in enumerate(plain)
                              if i % HUNG_EVERY != HUNG_EVERY - 1]

@@ -45,7 +45,10 @@ _DUE = """
 # share the rest), none whose sequence has an older message held by another
 # claim (several workers keep a hook's messages about one dataset in
 # order); locked (SKIP LOCKED: two workers never claim the same attempt),
-# leased, counted.
+# leased, counted. The ranked rows are looked up by id (an index scan
+# whatever the statistics say: joined to them instead, a table analyzed
+# while nearly empty made the planner loop over the ranking once per row,
+# 0.35 to 0.7 s for a claim of 400 out of 1,000 fresh messages).
 _CLAIM = sa.text("""
     WITH due AS ({first} UNION ALL {then}),
     ranked AS (
@@ -55,8 +58,9 @@ _CLAIM = sa.text("""
                    AS place
         FROM due),
     picked AS (
-        SELECT d.id FROM webhooks_delivery d JOIN ranked r ON r.id = d.id
-        WHERE r.place <= :per_hook
+        SELECT d.id FROM webhooks_delivery d
+        WHERE d.id = ANY(ARRAY(SELECT id FROM ranked
+                               WHERE place <= :per_hook))
           AND d.status = 'pending' AND d.next_attempt <= :now
           AND (d.lease_until IS NULL OR d.lease_until < :now)
           AND (d.sequence IS NULL OR NOT EXISTS (
@@ -64,7 +68,7 @@ _CLAIM = sa.text("""
               WHERE o.hook_id = d.hook_id AND o.sequence = d.sequence
                 AND o.status = 'pending' AND o.lease_until >= :now
                 AND o.created <= d.created AND o.id <> d.id))
-        ORDER BY r.kind, r.next_attempt, r.created, r.id
+        ORDER BY d.event_id IS NOT NULL, d.next_attempt, d.created, d.id
         LIMIT :size
         FOR UPDATE OF d SKIP LOCKED)
     UPDATE webhooks_delivery d

@@ -22,7 +22,9 @@ out now and which wait, and where:
   successfully, and shrinks when the host as a whole fails or slows down.
   Attempts set aside, and attempts of hooks that hung or failed last time
   (*suspect* hooks: they are expected to hang again), do not count against
-  it, so they never take the slots the host's healthy hooks need; every
+  it, so they never take the slots the host's healthy hooks need, unless
+  the host as a whole is slow (then everything counts, or the requests in
+  flight to a host that slows down for everyone would not come down); every
   attempt to the host counts against ``ceiling``, so a host never has more
   than that many requests from one worker at once.
 - **The circuit breaker.** Messages of a hook that failed
@@ -55,12 +57,22 @@ WAITING_PER_HOST = 1000
 # the bound a host starts with, and the least it comes down to
 HOST_START = 10
 HOST_MIN = 2
+# what each quick answer adds to the bound in slow start: it triples every
+# round trip (TCP's one doubles it: 1,000 hooks on one host with 100-ms
+# receivers took 5 round trips to reach 200 in flight, a third of the
+# time the asyncio client needed for all of them)
+SLOW_START_STEP = 2.0
 # outcomes a host's bound looks back on
 HOST_SAMPLES = 20
-# answers after which the host's quickest time (its baseline) is taken
+# seconds after which the host's quickest time (its baseline) is taken
 # again from its latest answers, so a host that became slow for good is
-# judged by its new pace
-BASELINE_SAMPLES = 500
+# judged by its new pace (and its bound grows again from there)
+BASELINE_SECONDS = 30.0
+# while a host stays slow its bound comes down again only when its median
+# answer took this many times longer than at the last decrease: fewer
+# requests did not make it quicker, so still fewer would only cost
+# deliveries
+SLOWER_AGAIN = 1.5
 # a host is slow when the median of its recent answers takes more than this
 # many times its baseline, and more than LATENCY_MARGIN seconds above it
 LATENCY_TOLERANCE = 2.0
@@ -96,29 +108,43 @@ class HostWindow:
     """How many attempts one host gets at once from this worker, learnt as
     TCP learns a congestion window.
 
-    - *Slow start*: from ``HOST_START``, each quick success adds one (the
-      bound doubles every round trip) up to ``ssthresh`` (at first the
+    - *Slow start*: from ``HOST_START``, each quick answer (within twice
+      the host's quickest, or ``LATENCY_MARGIN`` of it) adds
+      ``SLOW_START_STEP`` (the bound triples every round trip) up to
+      ``ssthresh`` (at first the
       ceiling); past it, each success adds ``1 / limit`` (one per round
       trip).
     - *Failing as a whole* (half of its recent outcomes failed): the bound
       halves.
     - *Slowing down as a whole* (the median of its recent answers more than
       twice its quickest time): the bound shrinks by the ratio of the two
-      (at most by half, at least by a tenth).
-    - After a decrease, ``ssthresh`` is half the most the bound ever was:
-      once the host is quick again the bound slow-starts back to there.
+      (at most by half, at least by a tenth); while it stays slow, again
+      only when its median grew ``SLOWER_AGAIN`` times since (a host as
+      slow with fewer requests is not slow because of them). The baseline
+      is taken again every ``BASELINE_SECONDS``: a host slow for good is
+      judged by its new pace.
+    - While it is slow, every attempt to it counts, set-aside ones and
+      those of suspect hooks included: when all of a host's paths slow down,
+      each attempt looks hung beside the host's usual answers, and only
+      counting them all brings the requests in flight to it down.
+    - After a decrease for failures, ``ssthresh`` is half the most the bound
+      ever was; after one for slowness, the most it ever was (a host that
+      slowed down did not refuse anything): once the host is quick again
+      the bound slow-starts back to there.
     - At most one decrease per ``DECREASE_EVERY`` (or per median answer
       time); never below ``HOST_MIN``, never above the ceiling.
 
-    Failures and answers of *suspect* hooks (whose last attempt hung or
-    failed) say nothing about the host: one path that hangs on a shared
-    host does not shrink everyone's bound. ``now`` is passed in (seconds,
+    Failures of *suspect* hooks (whose last attempt hung or failed) say
+    nothing about the host: one path that hangs on a shared host does not
+    shrink everyone's bound (the ``Scheduler`` does not pass them on).
+    Their answers do count towards its pace; the median keeps a few slow
+    paths from slowing everyone. ``now`` is passed in (seconds,
     any monotonic clock), so the rules can be tested without waiting.
     """
 
     __slots__ = ("limit", "ssthresh", "peak", "ceiling", "counted", "total",
-                 "_recent", "_answers", "_quickest", "_since_quickest",
-                 "_last_decrease")
+                 "slow", "_recent", "_answers", "_quickest",
+                 "_quickest_at", "_slow_median", "_last_decrease")
 
     def __init__(self, ceiling: int, start: int = HOST_START) -> None:
         self.ceiling = max(1, int(ceiling))
@@ -128,13 +154,19 @@ class HostWindow:
         self.peak = self.limit  # the most it grew to
         self.counted = 0   # attempts in flight that count against ``limit``
         self.total = 0     # every attempt in flight (against ``ceiling``)
+        # whether the median of its recent answers is slow beside its
+        # quickest: then every attempt in flight counts against ``limit``
+        self.slow = False
         # recent outcomes (True: failed) and answer times, newest last
         self._recent: Deque[bool] = collections.deque(maxlen=HOST_SAMPLES)
         self._answers: Deque[float] = collections.deque(maxlen=HOST_SAMPLES)
         # (a float and a count, not the answers: a worker may know the
         # bounds of thousands of hosts)
         self._quickest = float("inf")
-        self._since_quickest = 0
+        self._quickest_at = float("-inf")
+        # the median answer at the last decrease for slowness (0: none in
+        # this slow spell)
+        self._slow_median = 0.0
         self._last_decrease = float("-inf")
 
     def aside_after(self) -> float:
@@ -154,23 +186,37 @@ class HostWindow:
         one of a suspect hook, which only the ceiling bounds)."""
         if self.total >= self.ceiling:
             return False
+        if self.slow:
+            return self.total < self.bound
         return not counts or self.counted < self.bound
+
+    def room(self) -> int:
+        """How many more attempts that count may start now."""
+        taken = self.total if self.slow else self.counted
+        return max(0, min(self.ceiling - self.total, self.bound - taken))
 
     def answered(self, seconds: float, now: float) -> None:
         """The host answered (2xx, 3xx, a 4xx other than 408 and 429)."""
         self._recent.append(False)
         self._answers.append(seconds)
-        self._since_quickest += 1
-        if self._since_quickest >= BASELINE_SAMPLES:
-            self._quickest, self._since_quickest = min(self._answers), 0
+        if now - self._quickest_at >= BASELINE_SECONDS:
+            self._quickest, self._quickest_at = min(self._answers), now
         else:
             self._quickest = min(self._quickest, seconds)
-        if self._slow():
-            self._decrease(max(0.5, min(
-                0.9, LATENCY_TOLERANCE * self._quickest
-                / self._median())), now)
-        else:
-            step = 1.0 if self.limit < self.ssthresh else 1 / self.limit
+        self.slow = self._slow()
+        if self.slow:
+            median = self._median()
+            if median > SLOWER_AGAIN * self._slow_median and self._decrease(
+                    max(0.5, min(0.9, LATENCY_TOLERANCE * self._quickest
+                                 / median)), now, failing=False):
+                self._slow_median = median
+        elif seconds <= max(LATENCY_TOLERANCE * self._quickest,
+                            self._quickest + LATENCY_MARGIN):
+            # a quick answer (a slow one, while the median is not yet
+            # slow, leaves the bound where it is)
+            self._slow_median = 0.0
+            step = SLOW_START_STEP if self.limit < self.ssthresh \
+                else 1 / self.limit
             self.limit = min(float(self.ceiling), self.limit + step)
             self.peak = max(self.peak, self.limit)
 
@@ -179,7 +225,7 @@ class HostWindow:
         self._recent.append(True)
         if len(self._recent) >= MIN_SAMPLES and sum(self._recent) \
                 >= HOST_FAILING_SHARE * len(self._recent):
-            self._decrease(0.5, now)
+            self._decrease(0.5, now, failing=True)
 
     def _median(self) -> float:
         return statistics.median(self._answers)
@@ -191,17 +237,21 @@ class HostWindow:
         return median > LATENCY_TOLERANCE * quickest \
             and median > quickest + LATENCY_MARGIN
 
-    def _decrease(self, factor: float, now: float) -> None:
+    def _decrease(self, factor: float, now: float, failing: bool) -> bool:
+        """Whether it came down (not when it did a moment ago)."""
         every = max(DECREASE_EVERY,
                     self._median() if self._answers else 0.0)
         if now - self._last_decrease < every:
-            return
+            return False
         self._last_decrease = now
         self.limit = max(float(min(HOST_MIN, self.ceiling)),
                          self.limit * factor)
         # once it is quick again it slow-starts back to half the most it
-        # ever had, then grows by one a round trip
-        self.ssthresh = max(self.limit, self.peak / 2)
+        # ever had (it failed), or to the most (it only slowed down), then
+        # grows by one a round trip
+        self.ssthresh = max(self.limit,
+                            self.peak / 2 if failing else self.peak)
+        return True
 
 
 class Scheduler:
@@ -346,11 +396,12 @@ class Scheduler:
         self.hook_active[message.hook_id] -= 1
         if not self.hook_active[message.hook_id]:
             del self.hook_active[message.hook_id]
-        if answered is not None and not message.suspect:
-            if answered:
-                window.answered(seconds, now)
-            else:
-                window.failed(now)
+        # an answer says how quickly the host answers, whoever's it is; a
+        # failure of a hook known to hang or fail says nothing of the host
+        if answered:
+            window.answered(seconds, now)
+        elif answered is False and not message.suspect:
+            window.failed(now)
         if answered is True:
             self.suspects.discard(message.hook_id)
         elif answered is False:
@@ -460,8 +511,7 @@ class Scheduler:
         queue = self.host_waiting.get(host)
         if not queue:
             return
-        room = min(window.ceiling - window.total,
-                   window.bound - window.counted)
+        room = window.room()
         moved: list[Any] = []
         while queue and len(moved) < max(room, 1 if window.has_room(
                 counts=False) else 0):

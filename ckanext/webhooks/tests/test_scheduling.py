@@ -46,7 +46,8 @@ def _answers(window: HostWindow, seconds: float, count: int,
 
 @pytest.mark.parametrize("name, ceiling, quick, expected", [
     ("starts-modest", 200, 0, scheduling.HOST_START),
-    ("slow-start-adds-one-a-success", 200, 50, scheduling.HOST_START + 50),
+    ("slow-start-adds-two-a-success", 200, 50,
+     scheduling.HOST_START + 2 * 50),
     ("never-above-the-ceiling", 30, 100, 30),
     ("a-ceiling-below-the-start", 4, 0, 4),
 ])
@@ -93,16 +94,48 @@ def test_decreases_keep_coming_while_it_keeps_failing_down_to_the_least():
 
 def test_a_host_slowing_down_for_everyone_gets_fewer_then_more_again():
     window = HostWindow(200)
-    now = _answers(window, 0.1, 150)  # quick: it grew
+    now = _answers(window, 0.1, 75)  # quick: it grew
     grown = window.bound
     assert grown == 160
     for _ in range(20):  # every path slows to 2 s
         window.answered(2.0, now)
-        now += 2.0
+        now += 0.5
     slowed = window.bound
-    assert slowed < grown / 8
+    assert slowed <= grown / 2
+    for _ in range(20):  # as slow with fewer requests: no fewer still
+        window.answered(2.0, now)
+        now += 0.5
+    assert window.bound == slowed
+    for _ in range(20):  # slower again: fewer again
+        window.answered(4.0, now)
+        now += 0.5
+    assert window.bound < slowed
     _answers(window, 0.1, 200, start=now)  # quick again
     assert window.bound > grown / 2, (slowed, window.bound)
+
+
+@pytest.mark.parametrize("name, cause, expected", [
+    # a host that only slowed down refused nothing: back to the most it had
+    ("slowed-down-back-to-its-peak", "slow", 160),
+    # one that failed: back to half of it, then one a round trip
+    ("failed-back-to-half-its-peak", "failed", 80),
+])
+def test_once_quick_again_it_slow_starts_back(name, cause, expected):
+    window = HostWindow(200)
+    now = _answers(window, 0.1, 75)  # quick: it grew to 160
+    for _ in range(20):
+        if cause == "slow":
+            window.answered(2.0, now)
+        else:
+            window.failed(now)
+        now += 2.0
+    # quick again: 20 answers to bring the median back, then slow start
+    now = _answers(window, 0.1, 20, start=now)
+    limit_then = window.limit
+    _answers(window, 0.1, 2 * expected, start=now)
+    # slow start (one per answer) ends at ssthresh; past it one a round trip
+    assert expected <= window.bound < expected + 5, (name, limit_then,
+                                                      window.bound)
 
 
 @pytest.mark.parametrize("name, slow_paths, expected_min", [
@@ -291,3 +324,69 @@ def test_stopping_gives_back_everything_not_in_flight():
     s.park("p")
     s.give_back_all()
     assert len(s.take_release()) == 3 and s.waiting() == 0
+
+
+def test_when_every_path_of_a_host_slows_down_everything_counts():
+    """Every path slows to 2 s: each attempt looks hung beside the host's
+    usual 100 ms and is set aside at its host, so without more the requests
+    in flight to it would never come down. Once its answers say it is slow,
+    every attempt in flight counts, suspect hooks' included, and no new one
+    starts until they are fewer than the bound."""
+    s = _scheduler(capacity=1000, per_hook=10, ceiling=200)
+    window = s.window(SLACK)
+    now = _answers(window, 0.1, 190)  # quick for a while: at the ceiling
+    assert window.bound == 200
+    s.add([Msg("h{}".format(n)) for n in range(1000)])
+    flying = s.take()
+    assert len(flying) == 200
+    for message in flying:  # 0.4 s and no answer: they look hung
+        s.host_aside(message)
+    more = s.take()
+    assert more == []  # the ceiling: 200 at once, whatever is set aside
+    # the 2 s answers come, of hooks now suspect
+    for message in flying[:20]:
+        now += 0.1
+        s.ended(message, True, 2.0, now)
+    assert window.slow
+    assert window.bound <= 100
+    # fewer than 200 in flight now, but not fewer than the bound: nothing
+    started = s.take()
+    assert window.total <= max(window.bound, 180), (window.total,
+                                                    window.bound)
+    assert started == [] or window.total <= window.bound
+
+
+def test_a_few_slow_answers_of_suspect_hooks_do_not_slow_the_host():
+    """Answers of hooks that hung before count towards the host's pace, but
+    the median decides: a few slow paths leave the bound growing."""
+    s = _scheduler()
+    window = s.window(SLACK)
+    _answers(window, 0.1, 40)
+    before = window.bound
+    s.suspects.update({"slow0", "slow1"})
+    s.add([Msg("slow0"), Msg("slow1")] + [Msg("q{}".format(n))
+                                            for n in range(18)])
+    now = 10.0
+    for message in s.take():
+        now += 0.01
+        s.ended(message, True, 2.0 if message.hook_id.startswith("slow")
+                else 0.1, now)
+    assert not window.slow
+    assert window.bound > before
+
+
+def test_a_host_slow_for_good_is_judged_by_its_new_pace():
+    """Every path slows to 2 s and stays there: the bound comes down, and
+    once the baseline is taken again (``BASELINE_SECONDS``) the bound grows
+    again at the host's new pace."""
+    window = HostWindow(200)
+    now = _answers(window, 0.1, 190)
+    assert window.bound == 200
+    lowest = window.bound
+    for _ in range(2 * int(scheduling.BASELINE_SECONDS) + 20):
+        window.answered(2.0, now)  # two a second
+        now += 0.5
+        lowest = min(lowest, window.bound)
+    assert lowest <= 100
+    assert not window.slow  # 2 s is its pace now
+    assert window.bound > lowest
