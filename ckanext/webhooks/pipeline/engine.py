@@ -359,7 +359,7 @@ class Engine:
     async def _claim(self, size: int) -> int:
         rows, lease_id = await self._call(
             claiming.claim, size, self._excluded_hooks(),
-            self.scheduler.per_hook)
+            self.scheduler.hold_per_hook)
         if not rows:
             return 0
         messages = [ClaimedMessage(row, lease_id) for row in rows]

@@ -284,8 +284,9 @@ def test_too_many_waiting_for_one_hook_go_back_with_their_sequence():
 
 
 @pytest.mark.parametrize("name, unsent, expected", [
-    ("fewer-than-it-can-send-soon", 9, []),
-    ("as-many-as-it-can-send-soon", 10, ["h"]),
+    # HOLD_ROUNDS rounds of per_hook: 50
+    ("fewer-than-it-can-send-soon", 49, []),
+    ("as-many-as-it-can-send-soon", 50, ["h"]),
 ])
 def test_a_worker_claims_no_more_of_a_hook_than_it_can_send_soon(
         name, unsent, expected):
